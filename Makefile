@@ -1,0 +1,32 @@
+# Quick start:  make demo   (install + run the example study)
+#               make test   (install + run the whole test suite)
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test dashboard bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# constraints.txt pins torch's CPU wheel: never a multi-GB CUDA build by accident.
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/hpo run examples/digits-mlp.yaml --storage sqlite:///demo.db --name digits-mlp-$$(date +%Y%m%d-%H%M%S)
+
+test: install
+	$(BIN)/python -m pytest
+
+dashboard: install
+	$(BIN)/optuna-dashboard sqlite:///demo.db --host 127.0.0.1 --port 8080
+
+bench: install
+	$(BIN)/python benchmarks/example_run.py
+
+clean:
+	rm -rf $(VENV) demo.db demo.db-wal demo.db-shm

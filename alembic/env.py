@@ -1,0 +1,18 @@
+"""Alembic environment for hpo's own tables. Run through hpo.migrations (or `hpo db upgrade`)."""
+
+from alembic import context
+
+from hpo.schema import VERSION_TABLE, metadata
+
+engine = context.config.attributes["engine"]
+
+with engine.begin() as connection:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table=VERSION_TABLE,
+        # Optuna's tables live in the same database under their own alembic_version.
+        include_name=lambda name, type_, parent: type_ != "table" or name.startswith("hpo_"),
+    )
+    with context.begin_transaction():
+        context.run_migrations()

@@ -1,0 +1,306 @@
+"""The study driver: sole owner of one Optuna study while it runs.
+
+It asks the study for parameters, runs each trial as a Ray task with the trial's resources,
+answers the workers' reports with the pruner's decision (so pruning works across the Ray
+boundary), and tells the study each result. Workers never touch the database.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import optuna
+import ray
+from optuna.trial import FrozenTrial
+
+from hpo.errors import HpoError
+from hpo.jobs import JobState
+from hpo.ray_runtime import cluster_capacity
+from hpo.recorder import StudyRecorder
+from hpo.spec import StudySpec
+from workers.channel import ReportChannel
+from workers.runner import TrialOutcome, TrialTask, run_remote_trial
+
+_remote_trial = ray.remote(max_retries=0)(run_remote_trial)
+
+
+@dataclass
+class Counts:
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned
+
+
+@dataclass
+class Best:
+    number: int
+    value: float
+    params: dict[str, Any]
+
+
+class Observer(Protocol):
+    """Receives progress events (the CLI's progress bar is one)."""
+
+    def started(self, spec: StudySpec, counts: Counts) -> None: ...
+
+    def trial_finished(self, trial: FrozenTrial, counts: Counts, best: Best | None) -> None: ...
+
+
+@dataclass
+class DriverResult:
+    state: JobState
+    message: str | None
+    counts: Counts
+    best: Best | None
+
+
+@dataclass
+class _Running:
+    trial: optuna.Trial
+    key: str
+    ref: ray.ObjectRef
+    params: dict[str, Any]
+    started: float = field(default_factory=time.monotonic)
+
+
+def trial_seed(spec: StudySpec, study_name: str, number: int) -> int:
+    """A trial's seed: from the study seed (or the study name) and the trial number."""
+    base = spec.seed if spec.seed is not None else zlib.crc32(study_name.encode())
+    return (base * 1_000_003 + number) % (2**31 - 1)
+
+
+def max_concurrency(spec: StudySpec) -> int:
+    """max_concurrent_trials, or as many trials as the cluster's CPUs and GPUs can hold."""
+    cpus, gpus = cluster_capacity()
+    res = spec.resources
+    if res.gpu > 0 and gpus <= 0:
+        raise HpoError(
+            f"the spec asks for gpu: {res.gpu} per trial but the Ray cluster has no GPUs"
+        )
+    if res.cpu > cpus:
+        raise HpoError(f"the spec asks for cpu: {res.cpu} per trial but the Ray cluster has {cpus:g} CPUs")
+    if spec.max_concurrent_trials is not None:
+        return spec.max_concurrent_trials
+    fits = int(cpus // res.cpu)
+    if res.gpu > 0:
+        fits = min(fits, int(gpus // res.gpu))
+    return max(1, fits)
+
+
+class StudyDriver:
+    """Runs one study to its budget. Not thread-safe: one driver per study, one thread."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        spec: StudySpec,
+        *,
+        observer: Observer | None = None,
+        heartbeat: Callable[[], bool] | None = None,
+        heartbeat_interval: float = 10.0,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.study = study
+        self.spec = spec
+        self.recorder = StudyRecorder(study)
+        self.observer = observer
+        self.heartbeat = heartbeat
+        self.heartbeat_interval = heartbeat_interval
+        self.poll_interval = poll_interval
+        self.counts = Counts()
+        self.best: Best | None = None
+        self._running: dict[ray.ObjectRef, _Running] = {}
+        self._by_key: dict[str, _Running] = {}
+        self._stop_reason: tuple[JobState, str] | None = None
+
+    # -- public -----------------------------------------------------------------------------
+
+    def run(self) -> DriverResult:
+        limit = max_concurrency(self.spec)
+        self._recover()
+        if self.observer:
+            self.observer.started(self.spec, self.counts)
+        channel = ReportChannel.remote()
+        deadline = time.monotonic() + self.spec.timeout if self.spec.timeout else None
+        next_beat = time.monotonic() + self.heartbeat_interval
+        take = channel.take.remote(self.poll_interval)
+        try:
+            while True:
+                if self.heartbeat and time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self.heartbeat_interval
+                    if not self.heartbeat():
+                        raise LeaseLost(self.study.study_name)
+                while self._may_dispatch(limit, deadline):
+                    self._dispatch(channel)
+                if not self._running:
+                    break
+                ready, _ = ray.wait([*self._running, take], num_returns=1, timeout=self.poll_interval)
+                if ready:  # collect everything else that is ready too, in one go
+                    ready, _ = ray.wait([*self._running, take], num_returns=len(self._running) + 1, timeout=0)
+                for ref in ready:
+                    if ref == take:
+                        self._answer_reports(channel, ray.get(take))
+                        take = channel.take.remote(self.poll_interval)
+                    else:
+                        self._collect(ref)
+        except LeaseLost:
+            self._abandon_running(None)  # the new owner fails and retries them
+            raise
+        except BaseException as exc:
+            self._abandon_running(f"driver stopped: {type(exc).__name__}")
+            raise
+        finally:
+            ray.kill(channel)
+        return self._result(deadline)
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    def _may_dispatch(self, limit: int, deadline: float | None) -> bool:
+        if self._stop_reason is not None or len(self._running) >= limit:
+            return False
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        n_trials = self.spec.n_trials
+        return n_trials is None or self.counts.finished + len(self._running) < n_trials
+
+    def _dispatch(self, channel) -> None:
+        trial = self.study.ask()
+        params = self.spec.search_space.sample(trial)
+        key = f"{trial._trial_id}-{uuid.uuid4().hex[:8]}"
+        task = TrialTask(
+            key=key,
+            trial_number=trial.number,
+            objective=self.spec.objective,
+            params=params,
+            args=self.spec.objective_args,
+            seed=trial_seed(self.spec, self.study.study_name, trial.number),
+            cpu=self.spec.resources.cpu,
+            import_path=str(self.spec.base_dir),
+        )
+        ref = _remote_trial.options(
+            num_cpus=self.spec.resources.cpu, num_gpus=self.spec.resources.gpu
+        ).remote(task, channel)
+        run = _Running(trial=trial, key=key, ref=ref, params=params)
+        self._running[ref] = run
+        self._by_key[key] = run
+        self.counts.running = len(self._running)
+
+    def _answer_reports(self, channel, reports: list[tuple[str, int, float]]) -> None:
+        decisions = []
+        for key, step, value in reports:
+            run = self._by_key.get(key)
+            # A report from an attempt we no longer track (abandoned, or already told) is
+            # dropped, and that worker is told to stop.
+            stop = True if run is None else self.recorder.report(run.trial, step, value)
+            decisions.append((key, step, stop))
+        channel.decide.remote(decisions)
+
+    def _collect(self, ref: ray.ObjectRef) -> None:
+        run = self._running.pop(ref)
+        self._by_key.pop(run.key, None)
+        self.counts.running = len(self._running)
+        try:
+            outcome: TrialOutcome = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            reason = f"{type(exc).__name__}: {_first_line(exc)}"
+            outcome = TrialOutcome(state="fail", error=reason)
+        info = {
+            "node": outcome.node,
+            "device": outcome.device,
+            "duration_s": round(outcome.duration, 4),
+            "last_step": outcome.last_step,
+            "metrics": outcome.metrics,
+        }
+        if outcome.state == "complete":
+            frozen = self.recorder.complete(run.trial, outcome.value, info)
+            self.counts.complete += 1
+            self._update_best(frozen)
+        elif outcome.state == "pruned":
+            frozen = self.recorder.prune(run.trial, info)
+            self.counts.pruned += 1
+        else:
+            frozen = self.recorder.fail(run.trial._trial_id, run.trial.number, outcome.error or "failed", info)
+            self.counts.failed += 1
+            if self.counts.failed > self.spec.failure_limit:
+                self._stop_reason = (
+                    JobState.FAILED,
+                    f"stopped after {self.counts.failed} failed trials "
+                    f"(max_failed_trials={self.spec.failure_limit}); last error: "
+                    f"{_last_line(outcome.error or '')}",
+                )
+        if self.observer:
+            self.observer.trial_finished(frozen, self.counts, self.best)
+
+    def _update_best(self, frozen: FrozenTrial) -> None:
+        value = frozen.value
+        if value is None or not math.isfinite(value):
+            return
+        better = (
+            self.best is None
+            or (self.spec.direction == "maximize" and value > self.best.value)
+            or (self.spec.direction == "minimize" and value < self.best.value)
+        )
+        if better:
+            self.best = Best(number=frozen.number, value=value, params=dict(frozen.params))
+
+    # -- recovery and shutdown --------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Count what earlier runs finished; fail trials a dead owner left RUNNING."""
+        for frozen in self.recorder.stale_running():
+            self.recorder.fail(frozen._trial_id, frozen.number, "its driver stopped before the trial finished")
+        for frozen in self.study.get_trials(deepcopy=False):
+            state = frozen.state
+            if state == optuna.trial.TrialState.COMPLETE:
+                self.counts.complete += 1
+                self._update_best(frozen)
+            elif state == optuna.trial.TrialState.PRUNED:
+                self.counts.pruned += 1
+            elif state == optuna.trial.TrialState.FAIL:
+                self.counts.failed += 1
+
+    def _abandon_running(self, reason: str | None) -> None:
+        """Stop running trials; record them FAIL with ``reason`` unless it is None."""
+        for ref, run in list(self._running.items()):
+            ray.cancel(ref, force=True)
+            if reason is None:
+                continue
+            try:
+                self.recorder.fail(run.trial._trial_id, run.trial.number, reason)
+            except Exception:  # the database may be what failed; the next owner cleans up
+                pass
+        self._running.clear()
+        self._by_key.clear()
+
+    def _result(self, deadline: float | None) -> DriverResult:
+        if self._stop_reason is not None:
+            state, message = self._stop_reason
+        else:
+            state, message = JobState.COMPLETED, None
+            n_trials = self.spec.n_trials
+            if n_trials is not None and self.counts.finished < n_trials:
+                message = f"timeout reached after {self.counts.finished} of {n_trials} trials"
+        return DriverResult(state=state, message=message, counts=self.counts, best=self.best)
+
+
+class LeaseLost(Exception):
+    """Another owner took the study over; this driver must stop without writing more."""
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:500]
+
+
+def _last_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[-1][:300]

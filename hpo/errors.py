@@ -1,0 +1,15 @@
+"""The one exception type that reaches users as a clear, single-line message."""
+
+
+class HpoError(Exception):
+    """A problem the user can fix (bad spec, bad URL, unknown study, ...).
+
+    The CLI prints it as one line and exits with ``exit_code``; nothing is written to the store
+    before such an error is raised for bad input.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        # Keep it to one line whatever the cause looked like.
+        super().__init__(" ".join(str(message).split()))

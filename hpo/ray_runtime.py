@@ -1,0 +1,64 @@
+"""Connecting to Ray: reuse the one this process already has, join a cluster, or start one.
+
+A Ray runtime that hpo starts itself keeps Ray's token authentication on and its dashboard off;
+nothing it adds listens beyond 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+
+if "ray" not in sys.modules:
+    # Make Ray's default (token authentication on) explicit before Ray reads its config, which
+    # also keeps Ray from logging a warning about it. Joining a cluster that runs without
+    # authentication needs RAY_AUTH_MODE=disabled set by the user.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+import ray  # noqa: E402
+
+from hpo.errors import HpoError
+
+ENV_VAR = "HPO_RAY_ADDRESS"
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[None]:
+    """Yield with Ray initialized; shut it down afterwards only if this call started it."""
+    if ray.is_initialized():
+        yield
+        return
+    address = address or os.environ.get(ENV_VAR)
+    # Ray enables token authentication for new local clusters unless RAY_AUTH_MODE says
+    # otherwise; hpo never starts a cluster without it.
+    if not address and os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        raise HpoError("RAY_AUTH_MODE is set to disable Ray's token authentication; unset it")
+    kwargs = dict(
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+        configure_logging=True,
+    )
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+        kwargs["dashboard_host"] = "127.0.0.1"
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or "a local Ray runtime"
+        raise HpoError(f"cannot start or join Ray at {where}: {' '.join(str(exc).split())[:300]}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def cluster_capacity() -> tuple[float, float]:
+    """(CPUs, GPUs) of the whole cluster, as Ray's logical resources."""
+    resources = ray.cluster_resources()
+    return float(resources.get("CPU", 0.0)), float(resources.get("GPU", 0.0))

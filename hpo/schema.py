@@ -1,0 +1,30 @@
+"""hpo's own tables (Optuna keeps its own). Changed only together with a migration in alembic/.
+
+Timestamps are naive UTC.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+VERSION_TABLE = "hpo_alembic_version"  # Optuna's migrations use `alembic_version`
+
+jobs = sa.Table(
+    "hpo_jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_name", sa.String(512), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("owner", sa.String(255), nullable=True),
+    sa.Column("lease_expires_at", sa.DateTime(), nullable=True),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("updated_at", sa.DateTime(), nullable=False),
+    sa.Column("started_at", sa.DateTime(), nullable=True),
+    sa.Column("finished_at", sa.DateTime(), nullable=True),
+    sa.UniqueConstraint("study_name", name="uq_hpo_jobs_study_name"),
+    sa.Index("ix_hpo_jobs_state", "state"),
+)

@@ -1,0 +1,185 @@
+"""Declarative search spaces: float, int, categorical and conditional parameters.
+
+A space is an ordered mapping ``name -> parameter``; a parameter with ``when`` is only sampled
+when an earlier parameter has one of the given values (``momentum`` only when ``optimizer`` is
+``sgd``). Sampling walks the parameters in order and calls Optuna's ``suggest_*``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import optuna
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
+
+from hpo.errors import HpoError
+
+Scalar = Union[None, bool, int, float, str]
+
+
+class _Param(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = None
+    # Sample this parameter only when every named earlier parameter has one of the values.
+    when: dict[str, Scalar | list[Scalar]] | None = None
+
+    def condition_holds(self, sampled: dict[str, Any]) -> bool:
+        for name, wanted in (self.when or {}).items():
+            allowed = wanted if isinstance(wanted, list) else [wanted]
+            if name not in sampled or sampled[name] not in allowed:
+                return False
+        return True
+
+
+class FloatParam(_Param):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatParam:
+        _check_range(self.low, self.high, self.log, self.step)
+        return self
+
+    def suggest(self, trial: optuna.Trial, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
+
+class IntParam(_Param):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = Field(default=1, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> IntParam:
+        _check_range(self.low, self.high, self.log, None if self.step == 1 else self.step)
+        return self
+
+    def suggest(self, trial: optuna.Trial, name: str) -> int:
+        return trial.suggest_int(name, self.low, self.high, log=self.log, step=self.step)
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        return optuna.distributions.IntDistribution(self.low, self.high, log=self.log, step=self.step)
+
+
+class CategoricalParam(_Param):
+    type: Literal["categorical"]
+    choices: list[Scalar]
+
+    @field_validator("choices")
+    @classmethod
+    def _non_empty(cls, choices: list[Scalar]) -> list[Scalar]:
+        if not choices:
+            raise ValueError("choices must not be empty")
+        if len(set(map(repr, choices))) != len(choices):
+            raise ValueError("choices must be distinct")
+        return choices
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Scalar:
+        return trial.suggest_categorical(name, self.choices)
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        return optuna.distributions.CategoricalDistribution(self.choices)
+
+
+def _check_range(low: float, high: float, log: bool, step: float | None) -> None:
+    if low > high:
+        raise ValueError(f"low ({low}) must not be greater than high ({high})")
+    if log and low <= 0:
+        raise ValueError(f"log scale needs low > 0 (got {low})")
+    if log and step is not None:
+        raise ValueError("log and step cannot be combined")
+
+
+Param = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
+
+
+class SearchSpace(RootModel[dict[str, Param]]):
+    """An ordered mapping of parameter names to parameters."""
+
+    @model_validator(mode="after")
+    def _check_conditions(self) -> SearchSpace:
+        if not self.root:
+            raise ValueError("search space has no parameters")
+        seen: set[str] = set()
+        for name, param in self.root.items():
+            for ref in param.when or {}:
+                if ref not in seen:
+                    raise ValueError(
+                        f"parameter {name!r}: 'when' refers to {ref!r}, "
+                        "which must be defined earlier in the space"
+                    )
+            seen.add(name)
+        return self
+
+    @property
+    def params(self) -> dict[str, Param]:
+        return self.root
+
+    def sample(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Suggest every active parameter on ``trial``; returns the sampled values in order."""
+        sampled: dict[str, Any] = {}
+        for name, param in self.root.items():
+            if param.condition_holds(sampled):
+                sampled[name] = param.suggest(trial, name)
+        return sampled
+
+
+def builtin_spaces_dir() -> Path:
+    import search_spaces
+
+    return Path(search_spaces.__file__).parent
+
+
+def builtin_space_names() -> list[str]:
+    return sorted(p.stem for p in builtin_spaces_dir().glob("*.yaml"))
+
+
+def resolve_space_source(ref: str | dict[str, Any], base_dir: Path) -> tuple[dict[str, Any], str]:
+    """Turn an inline mapping, a builtin name or a path into raw data plus a label for errors."""
+    if isinstance(ref, dict):
+        return ref, "inline search_space"
+    if ref.endswith((".yaml", ".yml")) or "/" in ref:
+        path = Path(ref).expanduser()
+        if not path.is_absolute():
+            path = base_dir / path
+        label = str(path)
+    else:
+        path = builtin_spaces_dir() / f"{ref}.yaml"
+        label = f"search space {ref!r}"
+        if not path.exists():
+            raise HpoError(
+                f"unknown search space {ref!r}; builtin spaces: {', '.join(builtin_space_names())}"
+                " (or give a path to a .yaml file)"
+            )
+    if not path.exists():
+        raise HpoError(f"search space file not found: {path}")
+    data = _load_yaml(path)
+    if isinstance(data, dict) and "params" in data and isinstance(data["params"], dict):
+        data = data["params"]  # files may carry a description next to their params
+    if not isinstance(data, dict):
+        raise HpoError(f"{label}: expected a mapping of parameter names to parameters")
+    return data, label
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise HpoError(f"{path}: malformed YAML: {_yaml_problem(exc)}") from exc
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem

@@ -1,0 +1,131 @@
+"""The SQL store: URL resolution, engines, migrations and Optuna's storage on the same database.
+
+The URL comes from ``--storage``, then ``HPO_STORAGE``, then ``sqlite:///hpo.db``. SQLite runs in
+WAL mode with a busy timeout; server databases get ``pool_pre_ping``. A URL is only ever shown in
+SQLAlchemy's masked form, so a password never reaches output or logs.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+import optuna
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+from hpo.errors import HpoError
+
+DEFAULT_URL = "sqlite:///hpo.db"
+ENV_VAR = "HPO_STORAGE"
+SQLITE_BUSY_TIMEOUT_S = 60
+
+
+def resolve_url(url: str | None = None) -> str:
+    return url or os.environ.get(ENV_VAR) or DEFAULT_URL
+
+
+def mask(url: str | URL) -> str:
+    """The URL with its password replaced by ***; safe to print or log."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<malformed storage URL>"
+
+
+def _parse(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise HpoError(
+            "malformed storage URL (expected e.g. sqlite:///hpo.db or "
+            "postgresql+psycopg://user:***@host/db)"
+        ) from None
+    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise HpoError(f"storage {mask(parsed)}: directory {folder} does not exist")
+    return parsed
+
+
+class Store:
+    """One database holding Optuna's tables and hpo's own (jobs), each migrated separately."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url: URL = _parse(resolve_url(url))
+        self.masked = mask(self.url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.get_backend_name() == "sqlite"
+
+    def _engine_kwargs(self) -> dict:
+        if self.is_sqlite:
+            return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+        return {"pool_pre_ping": True, "pool_recycle": 1800}
+
+    @cached_property
+    def engine(self) -> Engine:
+        try:
+            engine = sa.create_engine(self.url, **self._engine_kwargs())
+        except NoSuchModuleError:
+            raise HpoError(
+                f"storage {self.masked}: unknown database dialect {self.url.drivername!r}"
+            ) from None
+        except (ImportError, ArgumentError) as exc:
+            raise HpoError(f"storage {self.masked}: {self.scrub(exc)}") from None
+        if self.is_sqlite:
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+
+    def check(self) -> None:
+        """Connect once; raise HpoError with a masked URL when the database cannot be reached."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            raise HpoError(f"cannot connect to storage {self.masked}: {self.scrub(exc)}") from None
+
+    def scrub(self, exc: BaseException) -> str:
+        """First line of an error's text, with the password (if any) masked out."""
+        orig = getattr(exc, "orig", None) or exc
+        text = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+        if self.url.password:
+            text = text.replace(str(self.url.password), "***")
+        return text
+
+    def upgrade(self) -> None:
+        """Bring hpo's own tables to the newest revision (Optuna migrates its own tables)."""
+        from hpo.migrations import upgrade
+
+        try:
+            upgrade(self.engine)
+        except SQLAlchemyError as exc:
+            raise HpoError(f"migrating storage {self.masked} failed: {self.scrub(exc)}") from None
+
+    @cached_property
+    def optuna(self) -> optuna.storages.RDBStorage:
+        """Optuna's RDB storage on the same database (created on first use)."""
+        try:
+            return optuna.storages.RDBStorage(
+                self.url.render_as_string(hide_password=False), engine_kwargs=self._engine_kwargs()
+            )
+        except SQLAlchemyError as exc:
+            raise HpoError(f"cannot open storage {self.masked}: {self.scrub(exc)}") from None
+
+    def dispose(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+        if "optuna" in self.__dict__:
+            self.optuna.remove_session()
+            self.optuna.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # persists in the file; Optuna's engine shares it
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

@@ -1,0 +1,1 @@
+"""Declarative search spaces shipped with hpo, loadable by name (``search_space: mlp``)."""

@@ -1,0 +1,1 @@
+"""Builtin workloads, runnable offline (data ships with scikit-learn or is generated)."""

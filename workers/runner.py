@@ -1,0 +1,132 @@
+"""The trial runner: executes one trial of a user's objective inside a Ray worker."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from workers.reporter import Pruned, Reporter
+
+BUILTINS = {
+    "mlp": "workers.builtin.mlp:objective",
+}
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    """Everything a worker needs for one trial; no database URL, no study handle."""
+
+    key: str  # identifies this attempt of the trial in the report channel
+    trial_number: int
+    objective: str
+    params: dict[str, Any]
+    args: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    cpu: float = 1.0
+    import_path: str | None = None  # directory to import a user's objective module from
+
+
+@dataclass
+class TrialOutcome:
+    state: str  # "complete" | "pruned" | "fail"
+    value: float | None = None
+    error: str | None = None
+    last_step: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    node: str = ""
+    device: str = "cpu"
+    duration: float = 0.0
+
+
+def resolve_objective(ref: str, import_path: str | None = None):
+    """Import ``builtin:<name>`` or ``package.module:function``; raises ImportError/ValueError."""
+    if ref.startswith("builtin:"):
+        name = ref.removeprefix("builtin:")
+        if name not in BUILTINS:
+            raise ValueError(f"unknown builtin objective {name!r}; builtins: {', '.join(sorted(BUILTINS))}")
+        ref = BUILTINS[name]
+    module_name, _, attr = ref.partition(":")
+    if import_path and import_path not in sys.path:
+        sys.path.insert(0, import_path)
+    module = importlib.import_module(module_name)
+    try:
+        func = getattr(module, attr)
+    except AttributeError:
+        raise ImportError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not callable(func):
+        raise ValueError(f"{ref} is not callable")
+    return func
+
+
+def pick_device() -> str:
+    """The GPU Ray assigned to this worker (Ray sets CUDA_VISIBLE_DEVICES), else the CPU."""
+    if not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return "cpu"
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def run_trial(task: TrialTask, send) -> TrialOutcome:
+    """Run the objective with a reporter wired to ``send``; never raises for objective errors."""
+    started = time.monotonic()
+    device = pick_device()
+    _limit_threads(task.cpu)
+    reporter = Reporter(trial_number=task.trial_number, seed=task.seed, device=device, send=send)
+    outcome = TrialOutcome(state="fail", node=_node(), device=device)
+    try:
+        objective = resolve_objective(task.objective, task.import_path)
+        result = objective(dict(task.params), reporter, **task.args)
+        value = float(result)
+        if math.isfinite(value):
+            outcome.state, outcome.value = "complete", value
+        else:
+            outcome.error = f"objective returned {value}"
+    except Pruned:
+        outcome.state = "pruned"
+    except Exception as exc:  # the objective's failure is data, not a crash of the runner
+        outcome.error = _short_traceback(exc)
+    outcome.last_step = reporter.last_step
+    outcome.metrics = dict(reporter.metrics)
+    outcome.duration = time.monotonic() - started
+    return outcome
+
+
+def _limit_threads(cpu: float) -> None:
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(max(1, int(cpu)))
+
+
+def _node() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:
+        return ""
+
+
+def _short_traceback(exc: BaseException, lines: int = 12) -> str:
+    text = "".join(traceback.format_exception(exc)).rstrip().splitlines()
+    return "\n".join(text[-lines:])
+
+
+def run_remote_trial(task: TrialTask, channel) -> TrialOutcome:
+    """Ray task body: run the trial, sending each report through the driver's channel."""
+    import ray
+
+    def send(step: int, value: float) -> bool:
+        return ray.get(channel.report.remote(task.key, step, value))
+
+    return run_trial(task, send)
