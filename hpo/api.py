@@ -66,6 +66,7 @@ def run(
     storage: str | None = None,
     ray_address: str | None = None,
     name: str | None = None,
+    n_trials: int | None = None,
     observer: Observer | None = None,
 ) -> RunSummary:
     """Submit a study and run it to its budget in this process (`hpo run`).
@@ -75,7 +76,7 @@ def run(
     error.
     """
     if not isinstance(spec, StudySpec):
-        spec = load_spec(spec, name=name)
+        spec = load_spec(spec, name=name, n_trials=n_trials)
     check_objective(spec)
     store = Store(storage)
     started = time.monotonic()

@@ -57,19 +57,24 @@ def main() -> None:
 @click.option("--ray-address", envvar="HPO_RAY_ADDRESS", default=None,
               help="Join this Ray cluster (e.g. 127.0.0.1:6380) [default: start a local one].")
 @click.option("--name", default=None, help="Study name (overrides the spec's name).")
+@click.option("--n-trials", type=int, default=None, help="Trial budget (overrides the spec's n_trials).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary, no progress bar.")
 @handle_errors
-def run(spec: str, storage: str | None, ray_address: str | None, name: str | None, as_json: bool) -> None:
+def run(
+    spec: str, storage: str | None, ray_address: str | None, name: str | None, n_trials: int | None,
+    as_json: bool,
+) -> None:
     """Run the study described by SPEC to its budget, in the foreground."""
     from hpo.progress import ProgressBar, summary_table
 
+    options = dict(storage=storage, ray_address=ray_address, name=name, n_trials=n_trials)
     if as_json:
-        summary = api.run(spec, storage=storage, ray_address=ray_address, name=name)
+        summary = api.run(spec, **options)
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:
         console = Console(stderr=False)
         with ProgressBar(console) as bar:
-            summary = api.run(spec, storage=storage, ray_address=ray_address, name=name, observer=bar)
+            summary = api.run(spec, **options, observer=bar)
         console.print(summary_table(summary))
     if summary.state != "COMPLETED":
         sys.exit(1)

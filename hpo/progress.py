@@ -33,13 +33,14 @@ class ProgressBar:
         self.task = None
 
     def __enter__(self) -> ProgressBar:
-        self.progress.start()
-        return self
+        return self  # the bar appears once the driver starts: errors before that stay one line
 
     def __exit__(self, *exc) -> None:
-        self.progress.stop()
+        if self.task is not None:
+            self.progress.stop()
 
     def started(self, spec: StudySpec, counts: Counts) -> None:
+        self.progress.start()
         self.task = self.progress.add_task(
             spec.name, total=spec.n_trials, completed=counts.finished,
             pruned=counts.pruned, failed=counts.failed, running=counts.running, best="-",

@@ -29,9 +29,14 @@ class _Param(BaseModel):
     def condition_holds(self, sampled: dict[str, Any]) -> bool:
         for name, wanted in (self.when or {}).items():
             allowed = wanted if isinstance(wanted, list) else [wanted]
-            if name not in sampled or sampled[name] not in allowed:
+            if name not in sampled or not any(_same(sampled[name], a) for a in allowed):
                 return False
         return True
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality that keeps True apart from 1 (YAML choices may mix them)."""
+    return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) else a == b
 
 
 class FloatParam(_Param):
@@ -111,15 +116,21 @@ class SearchSpace(RootModel[dict[str, Param]]):
     def _check_conditions(self) -> SearchSpace:
         if not self.root:
             raise ValueError("search space has no parameters")
-        seen: set[str] = set()
+        seen: dict[str, Param] = {}
         for name, param in self.root.items():
-            for ref in param.when or {}:
+            for ref, wanted in (param.when or {}).items():
                 if ref not in seen:
                     raise ValueError(
                         f"parameter {name!r}: 'when' refers to {ref!r}, "
                         "which must be defined earlier in the space"
                     )
-            seen.add(name)
+                choices = getattr(seen[ref], "choices", None)
+                for value in wanted if isinstance(wanted, list) else [wanted]:
+                    if choices is not None and not any(_same(value, c) for c in choices):
+                        raise ValueError(
+                            f"parameter {name!r}: 'when' value {value!r} is not a choice of {ref!r}"
+                        )
+            seen[name] = param
         return self
 
     @property
@@ -165,8 +176,8 @@ def resolve_space_source(ref: str | dict[str, Any], base_dir: Path) -> tuple[dic
     if not path.exists():
         raise HpoError(f"search space file not found: {path}")
     data = _load_yaml(path)
-    if isinstance(data, dict) and "params" in data and isinstance(data["params"], dict):
-        data = data["params"]  # files may carry a description next to their params
+    if isinstance(data, dict) and isinstance(data.get("params"), dict) and set(data) <= {"params", "description"}:
+        data = data["params"]  # a file may wrap its parameters: {description: ..., params: {...}}
     if not isinstance(data, dict):
         raise HpoError(f"{label}: expected a mapping of parameter names to parameters")
     return data, label

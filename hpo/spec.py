@@ -112,7 +112,7 @@ class StudySpec(_Strict):
         """Self-contained form stored with the job (the search space inlined)."""
         data = self.model_dump(mode="json", exclude_none=True)
         data["_base_dir"] = str(self._base_dir)
-        return json.dumps(data, sort_keys=True)
+        return json.dumps(data)  # keep key order: the search space is ordered
 
     @classmethod
     def from_json(cls, text: str) -> StudySpec:
@@ -121,16 +121,18 @@ class StudySpec(_Strict):
         return parse_spec(data, base_dir=base_dir, source="stored spec")
 
 
-def load_spec(path: str | Path, *, name: str | None = None) -> StudySpec:
-    """Read, resolve and validate a spec file. Raises HpoError with one line naming the problem."""
+def load_spec(path: str | Path, **overrides: Any) -> StudySpec:
+    """Read, resolve and validate a spec file. Raises HpoError with one line naming the problem.
+
+    ``overrides`` replace top-level fields (e.g. ``name=``, ``n_trials=``); None values are ignored.
+    """
     path = Path(path)
     if not path.is_file():
         raise HpoError(f"spec file not found: {path}")
     data = _load_yaml(path)
     if not isinstance(data, dict):
         raise HpoError(f"{path}: expected a mapping of spec fields at the top level")
-    if name is not None:
-        data = {**data, "name": name}
+    data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
     return parse_spec(data, base_dir=path.resolve().parent, source=str(path))
 
 

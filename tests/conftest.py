@@ -1,0 +1,92 @@
+"""Shared fixtures: one Ray runtime per session, and real databases.
+
+Database tests read their server's URL from an environment variable (CI defaults below). Outside
+CI they skip when no server answers; under CI=true they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+import hpo.ray_runtime  # noqa: F401  (sets Ray's auth mode before Ray is imported)
+import ray
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO = TESTS_DIR.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+POSTGRES_URL = os.environ.get("HPO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("HPO_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+
+@pytest.fixture(scope="session")
+def ray_runtime():
+    """A local Ray for the whole session: 2 CPUs, token auth on (Ray's default), no dashboard."""
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'hpo.db'}"
+
+
+def _server_or_skip(url: str, what: str) -> None:
+    try:
+        engine = sa.create_engine(url)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as exc:
+        message = f"{what} at {make_url(url).render_as_string(hide_password=True)} not reachable: {type(exc).__name__}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def _postgres_server() -> str:
+    _server_or_skip(POSTGRES_URL, "PostgreSQL")
+    return POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def _mysql_server() -> str:
+    _server_or_skip(MYSQL_URL, "MySQL/MariaDB")
+    return MYSQL_URL
+
+
+def _fresh_database(server_url: str, create: str, drop: str):
+    """Create a uniquely named database on the server; yield its URL; drop it afterwards."""
+    name = f"hpo_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(create.format(name=name)))
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(drop.format(name=name)))
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(_postgres_server: str):
+    yield from _fresh_database(_postgres_server, 'CREATE DATABASE "{name}"', 'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def mysql_url(_mysql_server: str):
+    yield from _fresh_database(_mysql_server, "CREATE DATABASE `{name}`", "DROP DATABASE `{name}`")

@@ -1,0 +1,156 @@
+"""The installed `hpo` console script, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from conftest import REPO
+
+HPO = str(Path(sys.executable).parent / "hpo")
+EXAMPLE = REPO / "examples" / "digits-mlp.yaml"
+SECRET = "pw-never-shown-4711"
+
+
+def hpo(*args: str, cwd: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HPO_STORAGE"}
+    return subprocess.run(
+        [HPO, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
+    )
+
+
+def with_password(url: str) -> str:
+    return make_url(url).set(password=SECRET).render_as_string(hide_password=False)
+
+
+def test_version():
+    result = hpo("--version")
+    assert result.returncode == 0 and result.stdout.strip() == "hpo, version 0.1.0"
+
+
+def test_run_example_with_progress_on_sqlite(tmp_path):
+    result = hpo("run", str(EXAMPLE), "--n-trials", "6", "--storage", f"sqlite:///{tmp_path}/cli.db")
+    assert result.returncode == 0, result.stderr
+    assert "digits-mlp" in result.stdout and "6/6" in result.stdout  # progress bar reached the budget
+    assert "best (maximize)" in result.stdout  # summary table
+    study = optuna.load_study(study_name="digits-mlp", storage=f"sqlite:///{tmp_path}/cli.db")
+    finished = [t for t in study.trials if t.state.is_finished() and t.state.name != "FAIL"]
+    assert len(finished) == 6
+
+
+def test_run_json_on_postgres_never_shows_the_password(postgres_url, tmp_path):
+    # The server trusts local connections, so any password works and must still be masked.
+    url = with_password(postgres_url)
+    result = hpo("run", str(EXAMPLE), "--n-trials", "4", "--name", "cli-pg", "--json", "--storage", url)
+    assert result.returncode == 0, result.stderr
+    assert SECRET not in result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["storage"] == make_url(url).render_as_string(hide_password=True)
+    assert summary["complete"] + summary["pruned"] == 4 and summary["state"] == "COMPLETED"
+    best = optuna.load_study(study_name="cli-pg", storage=postgres_url).best_trial
+    assert summary["best_value"] == best.value and summary["best_trial"] == best.number
+
+
+def test_db_upgrade(tmp_path):
+    url = f"sqlite:///{tmp_path}/up.db"
+    result = hpo("db", "upgrade", "--storage", url)
+    assert result.returncode == 0, result.stderr
+    assert "newest schema" in result.stdout
+    engine = sa.create_engine(url)
+    assert "hpo_jobs" in sa.inspect(engine).get_table_names()
+    engine.dispose()
+
+
+SPEC = """\
+name: bad
+objective: builtin:mlp
+search_space: {lr: {type: float, low: 0.001, high: 0.1, log: true}}
+n_trials: 2
+"""
+
+BAD_SPECS = {
+    "malformed-yaml": ("name: [unclosed\n", "malformed YAML"),
+    "unknown-key": (SPEC + "n_trails: 3\n", "field 'n_trails': unknown key"),
+    "unknown-sampler": (SPEC + "sampler: simulated_annealing\n", "unknown sampler 'simulated_annealing'"),
+    "unknown-pruner": (SPEC + "pruner: {name: oracle}\n", "unknown pruner 'oracle'"),
+    "low-above-high": (
+        SPEC.replace("low: 0.001, high: 0.1", "low: 0.5, high: 0.1"),
+        "field 'search_space.lr': low (0.5) must not be greater than high (0.1)",
+    ),
+    "log-low-zero": (SPEC.replace("low: 0.001", "low: 0"), "log scale needs low > 0"),
+    "empty-choices": (
+        SPEC.replace("{lr: {type: float, low: 0.001, high: 0.1, log: true}}", "{opt: {type: categorical, choices: []}}"),
+        "choices must not be empty",
+    ),
+    "objective-not-importable": (
+        SPEC.replace("builtin:mlp", "no_such_pkg.train:objective"),
+        "objective 'no_such_pkg.train:objective' cannot be imported: ModuleNotFoundError",
+    ),
+}
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, expected: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPECS))
+def test_bad_spec_is_refused_before_anything_is_written(case, tmp_path):
+    text, expected = BAD_SPECS[case]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    db = tmp_path / "store.db"
+    result = hpo("run", str(spec), "--storage", f"sqlite:///{db}", cwd=tmp_path)
+    assert_one_line_error(result, expected)
+    assert not db.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]
+
+
+def test_bad_spec_writes_nothing_to_postgres(postgres_url, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(BAD_SPECS["unknown-sampler"][0])
+    result = hpo("run", str(spec), "--storage", with_password(postgres_url))
+    assert_one_line_error(result, "unknown sampler")
+    assert SECRET not in result.stderr
+    engine = sa.create_engine(postgres_url)
+    assert sa.inspect(engine).get_table_names() == []
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        (f"postgresql+psycopg://alice:{SECRET}@127.0.0.1:1/x?connect_timeout=3",
+         "cannot connect to storage postgresql+psycopg://alice:***@127.0.0.1:1/x"),
+        (f"postgresql+psycopg://alice:{SECRET}@127.0.0.1:notaport/x", "malformed storage URL"),
+        ("this is not a url", "malformed storage URL"),
+        ("sqlite:////no/such/dir/hpo.db", "directory /no/such/dir does not exist"),
+    ],
+)
+def test_bad_storage_url(url, expected, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    result = hpo("run", str(spec), "--storage", url)
+    assert_one_line_error(result, expected)
+    assert SECRET not in result.stderr + result.stdout
+    result = hpo("db", "upgrade", "--storage", url)
+    assert_one_line_error(result, expected)
+
+
+def test_storage_from_environment(tmp_path):
+    db = tmp_path / "env.db"
+    env = {**os.environ, "HPO_STORAGE": f"sqlite:///{db}"}
+    result = subprocess.run([HPO, "db", "upgrade"], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert db.exists()

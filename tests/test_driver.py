@@ -1,0 +1,137 @@
+"""The study driver on a real Ray runtime and a real SQLite store, with cheap objectives."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo.driver import StudyDriver, trial_seed
+from hpo.jobs import JobState
+from hpo.recorder import ERROR_ATTR
+from hpo.spec import parse_spec
+from hpo.store import Store
+
+from conftest import TESTS_DIR
+
+SPACE = {"x": {"type": "float", "low": 0.0, "high": 1.0}, "y": {"type": "float", "low": -1.0, "high": 1.0}}
+
+
+def make_spec(**fields):
+    data = {
+        "name": "driver-test",
+        "objective": "objectives:curve",
+        "search_space": SPACE,
+        "n_trials": 8,
+        "max_concurrent_trials": 2,
+        "seed": 1,
+        **fields,
+    }
+    return parse_spec(data, base_dir=TESTS_DIR)
+
+
+@pytest.fixture
+def store(sqlite_url):
+    store = Store(sqlite_url)
+    yield store
+    store.dispose()
+
+
+def new_study(store, spec):
+    return optuna.create_study(
+        study_name=spec.name, storage=store.optuna, direction=spec.direction,
+        sampler=spec.build_sampler(), pruner=spec.build_pruner(),
+    )
+
+
+def states(study):
+    trials = study.get_trials(deepcopy=False)
+    return {s: sum(t.state == s for t in trials) for s in TrialState}
+
+
+def test_exact_budget_with_pruning(ray_runtime, store):
+    spec = make_spec(
+        n_trials=12,
+        objective_args={"steps": 6, "delay": 0.02},
+        pruner={"name": "median", "options": {"n_startup_trials": 2, "n_warmup_steps": 1}},
+    )
+    study = new_study(store, spec)
+    result = StudyDriver(study, spec, poll_interval=0.2).run()
+    counts = states(study)
+    assert result.state == JobState.COMPLETED
+    assert counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] == 12
+    assert counts[TrialState.RUNNING] == 0 and counts[TrialState.FAIL] == 0
+    assert counts[TrialState.PRUNED] >= 1
+    assert result.counts.complete == counts[TrialState.COMPLETE]
+    assert result.counts.pruned == counts[TrialState.PRUNED]
+    for trial in study.trials:
+        steps = sorted(trial.intermediate_values)
+        assert steps == list(range(len(steps)))  # every epoch stored, in order
+        info = trial.user_attrs["hpo:run"]
+        # The worker stopped exactly at the step where the pruner decided: nothing after it.
+        assert info["last_step"] == steps[-1]
+        if trial.state == TrialState.COMPLETE:
+            assert len(steps) == 6
+            assert trial.value == pytest.approx(trial.intermediate_values[5])
+        else:
+            assert len(steps) < 6
+            assert trial.value == trial.intermediate_values[steps[-1]]
+    best = min((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert result.best.number == best.number and result.best.value == best.value
+
+
+def test_failures_are_recorded_and_replaced(ray_runtime, store):
+    spec = make_spec(objective="objectives:fails_when_x_large", n_trials=6, max_failed_trials=50, sampler="random", seed=0)
+    study = new_study(store, spec)
+    result = StudyDriver(study, spec, poll_interval=0.2).run()
+    counts = states(study)
+    assert counts[TrialState.COMPLETE] == 6
+    assert counts[TrialState.FAIL] == result.counts.failed >= 1
+    for trial in study.trials:
+        if trial.state == TrialState.FAIL:
+            assert trial.params["x"] > 0.5
+            assert "RuntimeError: x too large" in trial.user_attrs[ERROR_ATTR]
+            assert "Traceback" in trial.user_attrs[ERROR_ATTR] or "line" in trial.user_attrs[ERROR_ATTR]
+
+
+def test_nan_is_a_failure(ray_runtime, store):
+    spec = make_spec(objective="objectives:returns_nan", n_trials=5, max_failed_trials=50, sampler="random", seed=0)
+    study = new_study(store, spec)
+    StudyDriver(study, spec, poll_interval=0.2).run()
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert failed and all(t.params["x"] > 0.5 for t in failed)
+    assert all("nan" in t.user_attrs[ERROR_ATTR] for t in failed)
+    assert states(study)[TrialState.COMPLETE] == 5
+
+
+def test_failure_limit_stops_the_study(ray_runtime, store):
+    spec = make_spec(objective="objectives:always_fails", n_trials=20, max_failed_trials=3)
+    study = new_study(store, spec)
+    result = StudyDriver(study, spec, poll_interval=0.2).run()
+    assert result.state == JobState.FAILED
+    assert "max_failed_trials=3" in result.message and "always fails" in result.message
+    counts = states(study)
+    assert counts[TrialState.RUNNING] == 0
+    assert 4 <= counts[TrialState.FAIL] <= 5  # the limit, plus what was in flight
+
+
+def test_resume_counts_earlier_trials_and_fails_stale_running(ray_runtime, store):
+    spec = make_spec(n_trials=5)
+    study = new_study(store, spec)
+    StudyDriver(study, make_spec(n_trials=3), poll_interval=0.2).run()
+    stale = study.ask()  # left RUNNING by an owner that died
+    stale.suggest_float("x", 0, 1)
+    result = StudyDriver(study, spec, poll_interval=0.2).run()
+    counts = states(study)
+    assert counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] == 5
+    assert counts[TrialState.RUNNING] == 0
+    frozen = study.trials[stale.number]
+    assert frozen.state == TrialState.FAIL and "driver stopped" in frozen.user_attrs[ERROR_ATTR]
+    assert result.counts.finished == 5
+
+
+def test_trial_seeds_depend_on_study_seed_and_number():
+    spec = make_spec(seed=3)
+    assert trial_seed(spec, "a", 0) != trial_seed(spec, "a", 1)
+    assert trial_seed(spec, "a", 4) == trial_seed(make_spec(seed=3), "b", 4)
+    assert trial_seed(make_spec(seed=None), "a", 0) != trial_seed(make_spec(seed=None), "b", 0)

@@ -1,0 +1,68 @@
+"""Store: URL resolution, masking, clear errors that never leak a password, SQLite settings."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+import pytest
+
+from hpo.errors import HpoError
+from hpo.store import DEFAULT_URL, Store, mask, resolve_url
+
+SECRET = "s3cr3t-pa55"
+
+
+def test_url_precedence(monkeypatch):
+    monkeypatch.delenv("HPO_STORAGE", raising=False)
+    assert resolve_url(None) == DEFAULT_URL == "sqlite:///hpo.db"
+    monkeypatch.setenv("HPO_STORAGE", "sqlite:///from-env.db")
+    assert resolve_url(None) == "sqlite:///from-env.db"
+    assert resolve_url("sqlite:///from-flag.db") == "sqlite:///from-flag.db"
+
+
+def test_mask_hides_password():
+    masked = mask(f"postgresql+psycopg://alice:{SECRET}@db.example:5432/studies")
+    assert SECRET not in masked
+    assert masked == "postgresql+psycopg://alice:***@db.example:5432/studies"
+
+
+@pytest.mark.parametrize("url", ["not a url", "://nohost", "postgresql://u:p@host:notaport/db"])
+def test_malformed_url_is_one_clear_line(url):
+    with pytest.raises(HpoError) as err:
+        Store(url).check()
+    assert "\n" not in str(err.value)
+    assert "storage" in str(err.value).lower()
+
+
+def test_unknown_dialect():
+    with pytest.raises(HpoError, match="unknown database dialect 'nosuchdb'"):
+        Store("nosuchdb://u:p@localhost/x").engine
+
+
+def test_unreachable_server_masks_password():
+    store = Store(f"postgresql+psycopg://alice:{SECRET}@127.0.0.1:1/studies?connect_timeout=2")
+    with pytest.raises(HpoError) as err:
+        store.check()
+    text = str(err.value)
+    assert text.startswith("cannot connect to storage postgresql+psycopg://alice:***@127.0.0.1:1/studies")
+    assert SECRET not in text and "\n" not in text
+
+
+def test_sqlite_missing_directory_writes_nothing(tmp_path):
+    with pytest.raises(HpoError, match="does not exist"):
+        Store(f"sqlite:///{tmp_path}/no/such/dir/hpo.db")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sqlite_uses_wal_and_busy_timeout(sqlite_url):
+    store = Store(sqlite_url)
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(sa.text("PRAGMA busy_timeout")).scalar() >= 10_000
+    store.dispose()
+
+
+def test_server_engines_pre_ping(postgres_url):
+    store = Store(postgres_url)
+    assert store.engine.pool._pre_ping is True
+    store.check()
+    store.dispose()
