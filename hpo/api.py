@@ -1,63 +1,71 @@
-"""hpo's Python API: every CLI verb is one of these plain functions."""
+"""hpo's Python API: every CLI verb is one of these plain functions.
+
+Each takes ``storage`` (a SQLAlchemy URL; default ``HPO_STORAGE``, then ``sqlite:///hpo.db``) and
+raises :class:`hpo.errors.HpoError` with one line for anything the caller can fix.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from hpo.driver import DriverResult, LeaseLost, Observer, StudyDriver, max_concurrency
+from hpo.driver import LeaseLost, Observer, plan_placement
 from hpo.errors import HpoError
-from hpo.jobs import FINISHED, Job, Jobs, JobState, default_owner, utcnow
+from hpo.execution import run_job
+from hpo.jobs import FINISHED, Jobs, JobState, default_owner
+from hpo.queries import StudySummary, export_study, get_job, list_jobs, summarize, trial_rows
 from hpo.ray_runtime import ray_session
 from hpo.spec import StudySpec, load_spec
 from hpo.store import Store
-from workers.runner import resolve_objective
+from hpo.submission import check_new_study, check_objective, create_study
 
-LEASE_S = 60.0
-HEARTBEAT_S = 10.0
+__all__ = [
+    "HpoError", "StudySummary", "best", "cancel", "delete", "export", "list_studies", "resume",
+    "run", "serve", "status", "submit", "trials", "upgrade_db", "wait",
+]
 
-
-@dataclass
-class RunSummary:
-    study_name: str
-    storage: str  # masked URL
-    state: str
-    message: str | None
-    direction: str
-    n_trials: int | None
-    complete: int
-    pruned: int
-    failed: int
-    best_trial: int | None
-    best_value: float | None
-    best_params: dict[str, Any] | None
-    elapsed_s: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+RunSummary = StudySummary  # what `run` returns: the study's summary read back from the store
 
 
-def check_objective(spec: StudySpec) -> None:
-    """Import the objective in this process, so a typo fails before anything is written."""
+@contextlib.contextmanager
+def _store(storage: str | None) -> Iterator[Store]:
+    store = Store(storage)
     try:
-        resolve_objective(spec.objective, str(spec.base_dir))
-    except Exception as exc:  # ImportError, SyntaxError, errors raised at import time
-        raise HpoError(f"objective {spec.objective!r} cannot be imported: {type(exc).__name__}: {exc}") from None
+        yield store
+    finally:
+        store.dispose()
+
+
+def _spec(spec: StudySpec | str | Path, **overrides: Any) -> StudySpec:
+    spec = spec if isinstance(spec, StudySpec) else load_spec(spec, **overrides)
+    check_objective(spec)
+    return spec
 
 
 def upgrade_db(storage: str | None = None) -> str:
     """Create or migrate hpo's tables; returns the masked URL of the store."""
-    store = Store(storage)
-    try:
+    with _store(storage) as store:
         store.check()
         store.upgrade()
-    finally:
-        store.dispose()
-    return store.masked
+        return store.masked
+
+
+def submit(spec: StudySpec | str | Path, *, storage: str | None = None, name: str | None = None,
+           n_trials: int | None = None) -> str:
+    """Validate a spec and queue its study for `hpo serve`; returns the study name."""
+    spec = _spec(spec, name=name, n_trials=n_trials)
+    with _store(storage) as store:
+        store.check()
+        check_new_study(store, spec, resume=False)
+        store.upgrade()
+        create_study(store, spec)
+    return spec.name
 
 
 def run(
@@ -68,92 +76,146 @@ def run(
     name: str | None = None,
     n_trials: int | None = None,
     observer: Observer | None = None,
-) -> RunSummary:
+) -> StudySummary:
     """Submit a study and run it to its budget in this process (`hpo run`).
 
     Everything the user gave is validated (spec, objective, storage, Ray capacity) before the
     first write. A study of the same name that was interrupted is resumed; a finished one is an
     error.
     """
-    if not isinstance(spec, StudySpec):
-        spec = load_spec(spec, name=name, n_trials=n_trials)
-    check_objective(spec)
-    store = Store(storage)
-    started = time.monotonic()
-    try:
+    spec = _spec(spec, name=name, n_trials=n_trials)
+    with _store(storage) as store:
         store.check()
         with ray_session(ray_address):
-            max_concurrency(spec)  # e.g. gpu per trial on a cluster without GPUs
-            jobs = Jobs(store.engine)
-            _refuse_unrunnable(jobs, store, spec)
+            plan_placement(spec)  # e.g. gpu per trial on a cluster without GPUs
+            existing = check_new_study(store, spec, resume=True)
             store.upgrade()
-            job = _create_or_resume(jobs, store, spec)
+            jobs = Jobs(store.engine)
+            if existing is None:
+                create_study(store, spec)
+            else:
+                jobs.set_state(spec.name, JobState.QUEUED, allowed_from={existing.state}, spec_json=spec.to_json())
             owner = default_owner()
-            if not jobs.claim(job.study_name, owner, LEASE_S):
-                raise HpoError(f"study {spec.name!r} is being run by {job.owner}")
-            study = optuna.load_study(
-                study_name=spec.name, storage=store.optuna,
-                sampler=spec.build_sampler(), pruner=spec.build_pruner(),
-            )
-            driver = StudyDriver(
-                study, spec, observer=observer,
-                heartbeat=lambda: jobs.renew(spec.name, owner, LEASE_S), heartbeat_interval=HEARTBEAT_S,
-            )
+            if not jobs.claim(spec.name, owner, lease_s=30.0):
+                raise HpoError(f"study {spec.name!r} is being run by another owner")
             try:
-                result = driver.run()
+                run_job(store, spec, owner, observer=observer)
             except LeaseLost:
                 raise HpoError(f"study {spec.name!r} was taken over by another owner") from None
-            except BaseException:
-                jobs.finish(spec.name, owner, JobState.INTERRUPTED, "interrupted")
-                raise
-            jobs.finish(spec.name, owner, result.state, result.message)
-            return _summary(spec, store, result, time.monotonic() - started)
-    finally:
-        store.dispose()
+        return summarize(store, get_job(store, spec.name))
 
 
-def _refuse_unrunnable(jobs: Jobs, store: Store, spec: StudySpec) -> None:
-    """Before the first write: refuse a name that belongs to a finished or foreign study."""
-    from sqlalchemy import inspect
+def serve(
+    *,
+    storage: str | None = None,
+    ray_address: str | None = None,
+    max_studies: int = 8,
+    stop: threading.Event | None = None,
+    poll_s: float = 2.0,
+    lease_s: float | None = None,
+    stop_on_signals: bool = False,
+) -> None:
+    """Run queued studies until ``stop`` is set, or with ``stop_on_signals`` until SIGTERM or
+    SIGINT (a second one forces the exit)."""
+    from hpo.service import Server, stop_on_signals as install
 
-    tables = set(inspect(store.engine).get_table_names())
-    job = jobs.get(spec.name) if "hpo_jobs" in tables else None
-    if job is not None:
-        if job.state in FINISHED:
-            raise HpoError(
-                f"study {spec.name!r} already exists in {store.masked} ({job.state.lower()}); "
-                "give another name with --name"
-            )
-        if job.state == JobState.RUNNING and job.lease_expires_at and job.lease_expires_at > utcnow():
-            raise HpoError(f"study {spec.name!r} is being run by {job.owner}")
-    elif "studies" in tables and spec.name in optuna.get_all_study_names(store.optuna):
-        raise HpoError(f"an Optuna study named {spec.name!r} exists in {store.masked} that hpo did not create")
-
-
-def _create_or_resume(jobs: Jobs, store: Store, spec: StudySpec) -> Job:
-    job = jobs.get(spec.name)
-    if job is not None:
-        return job
-    optuna.create_study(
-        study_name=spec.name, storage=store.optuna, direction=spec.direction, load_if_exists=True
-    )
-    return jobs.create(spec.name, spec.to_json())
+    stop = stop or threading.Event()
+    with _store(storage) as store:
+        store.check()
+        with ray_session(ray_address):
+            if stop_on_signals:
+                install(stop)  # after Ray's init, which installs handlers of its own
+            server = Server(store, max_studies=max_studies, poll_s=poll_s,
+                            **({"lease_s": lease_s} if lease_s else {}))
+            server.run(stop)
 
 
-def _summary(spec: StudySpec, store: Store, result: DriverResult, elapsed: float) -> RunSummary:
-    best = result.best
-    return RunSummary(
-        study_name=spec.name,
-        storage=store.masked,
-        state=result.state.value,
-        message=result.message,
-        direction=spec.direction,
-        n_trials=spec.n_trials,
-        complete=result.counts.complete,
-        pruned=result.counts.pruned,
-        failed=result.counts.failed,
-        best_trial=best.number if best else None,
-        best_value=best.value if best else None,
-        best_params=best.params if best else None,
-        elapsed_s=round(elapsed, 3),
-    )
+def list_studies(*, storage: str | None = None) -> list[StudySummary]:
+    """Every study hpo knows in the store, oldest first."""
+    with _store(storage) as store:
+        store.check()
+        return [summarize(store, job) for job in list_jobs(store)]
+
+
+def status(name: str, *, storage: str | None = None) -> StudySummary:
+    with _store(storage) as store:
+        store.check()
+        return summarize(store, get_job(store, name))
+
+
+def best(name: str, *, storage: str | None = None) -> StudySummary:
+    """The study's best trial (single objective) or Pareto front (several objectives)."""
+    summary = status(name, storage=storage)
+    if summary.best_trial is None and not summary.pareto_front:
+        raise HpoError(f"study {name!r} has no completed feasible trial yet")
+    return summary
+
+
+def trials(name: str, *, storage: str | None = None) -> list[dict[str, Any]]:
+    with _store(storage) as store:
+        store.check()
+        return trial_rows(store, name)
+
+
+def export(name: str, *, storage: str | None = None) -> dict[str, Any]:
+    with _store(storage) as store:
+        store.check()
+        return export_study(store, name)
+
+
+def cancel(name: str, *, storage: str | None = None) -> str:
+    """Cancel a queued or running study (its owner stops it within a few seconds)."""
+    with _store(storage) as store:
+        store.check()
+        job = get_job(store, name)
+        movable = {JobState.QUEUED, JobState.RUNNING, JobState.INTERRUPTED}
+        if not Jobs(store.engine).set_state(name, JobState.CANCELLED, allowed_from=movable, message="cancelled"):
+            raise HpoError(f"study {name!r} is {job.state.lower()}; only queued, running or interrupted studies can be cancelled")
+        return f"{name}: cancelled" + (" (its owner stops it within seconds)" if job.state == JobState.RUNNING else "")
+
+
+def resume(name: str, *, storage: str | None = None, n_trials: int | None = None) -> str:
+    """Queue a cancelled, interrupted, failed or completed study again, optionally with a new
+    total budget ``n_trials``."""
+    with _store(storage) as store:
+        store.check()
+        job = get_job(store, name)
+        if job.state in (JobState.QUEUED, JobState.RUNNING):
+            raise HpoError(f"study {name!r} is already {job.state.lower()}")
+        spec = StudySpec.from_json(job.spec)
+        if n_trials is not None:
+            spec = spec.model_copy(update={"n_trials": n_trials})
+            spec._base_dir = StudySpec.from_json(job.spec).base_dir
+        if job.state == JobState.COMPLETED and spec.n_trials is not None:
+            finished = summarize(store, job)
+            if finished.complete + finished.pruned >= spec.n_trials:
+                raise HpoError(
+                    f"study {name!r} already has {finished.complete + finished.pruned} finished trials; "
+                    "give a larger budget with --n-trials"
+                )
+        if not Jobs(store.engine).set_state(name, JobState.QUEUED, allowed_from={job.state}, spec_json=spec.to_json()):
+            raise HpoError(f"study {name!r} changed state meanwhile; try again")
+        return f"{name}: queued" + (f" with n_trials={spec.n_trials}" if n_trials is not None else "")
+
+
+def delete(name: str, *, storage: str | None = None) -> str:
+    """Delete a study and all its trials (refused while it runs)."""
+    with _store(storage) as store:
+        store.check()
+        job = get_job(store, name)
+        if job.state == JobState.RUNNING:
+            raise HpoError(f"study {name!r} is running; cancel it first")
+        if name in optuna.get_all_study_names(store.optuna):
+            optuna.delete_study(study_name=name, storage=store.optuna)
+        Jobs(store.engine).delete(name)
+        return f"{name}: deleted"
+
+
+def wait(name: str, *, storage: str | None = None, timeout: float = 600.0, poll_s: float = 1.0) -> StudySummary:
+    """Block until the study is finished (completed, failed or cancelled)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        summary = status(name, storage=storage)
+        if JobState(summary.state) in FINISHED or time.monotonic() > deadline:
+            return summary
+        time.sleep(poll_s)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 import json
+import logging
 import sys
 
 import click
@@ -16,15 +19,23 @@ storage_option = click.option(
     "--storage", envvar="HPO_STORAGE", show_envvar=True, default=None,
     help="SQLAlchemy URL of the store [default: sqlite:///hpo.db].",
 )
+ray_option = click.option(
+    "--ray-address", envvar="HPO_RAY_ADDRESS", default=None,
+    help="Join this Ray cluster (e.g. 127.0.0.1:6380) [default: start a local one].",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
 def _quiet_libraries() -> None:
-    import logging
+    import warnings
 
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Samplers such as qmc or nsgaiii are marked experimental by Optuna; that is not news to
+    # someone who chose them in a spec.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def handle_errors(func):
@@ -46,19 +57,38 @@ def handle_errors(func):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hpo")
-def main() -> None:
+def cli() -> None:
     """hpo: adaptive hyperparameter search for PyTorch, on Ray, with studies kept in SQL."""
     _quiet_libraries()
 
 
-@main.command()
+def main() -> None:
+    """Console entry point: usage errors are one line too (`error: ...`, exit 2)."""
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.UsageError as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @storage_option
-@click.option("--ray-address", envvar="HPO_RAY_ADDRESS", default=None,
-              help="Join this Ray cluster (e.g. 127.0.0.1:6380) [default: start a local one].")
+@ray_option
 @click.option("--name", default=None, help="Study name (overrides the spec's name).")
 @click.option("--n-trials", type=int, default=None, help="Trial budget (overrides the spec's n_trials).")
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary, no progress bar.")
+@json_option
 @handle_errors
 def run(
     spec: str, storage: str | None, ray_address: str | None, name: str | None, n_trials: int | None,
@@ -70,9 +100,9 @@ def run(
     options = dict(storage=storage, ray_address=ray_address, name=name, n_trials=n_trials)
     if as_json:
         summary = api.run(spec, **options)
-        click.echo(json.dumps(summary.to_dict(), indent=2))
+        _echo_json(summary.to_dict())
     else:
-        console = Console(stderr=False)
+        console = Console()
         with ProgressBar(console) as bar:
             summary = api.run(spec, **options, observer=bar)
         console.print(summary_table(summary))
@@ -80,7 +110,177 @@ def run(
         sys.exit(1)
 
 
-@main.group()
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@storage_option
+@click.option("--name", default=None, help="Study name (overrides the spec's name).")
+@click.option("--n-trials", type=int, default=None, help="Trial budget (overrides the spec's n_trials).")
+@handle_errors
+def submit(spec: str, storage: str | None, name: str | None, n_trials: int | None) -> None:
+    """Validate SPEC and queue its study for `hpo serve`; prints the study name."""
+    click.echo(api.submit(spec, storage=storage, name=name, n_trials=n_trials))
+
+
+@cli.command()
+@storage_option
+@ray_option
+@click.option("--max-studies", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Studies run at once; the cluster is shared evenly between them.")
+@click.option("--poll", "poll_s", default=2.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between looks for queued studies.")
+@handle_errors
+def serve(storage: str | None, ray_address: str | None, max_studies: int, poll_s: float) -> None:
+    """Run queued studies until stopped (SIGTERM or Ctrl-C hand running trials back)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    api.serve(storage=storage, ray_address=ray_address, max_studies=max_studies, poll_s=poll_s,
+              stop_on_signals=True)
+
+
+@cli.command(name="list")
+@storage_option
+@json_option
+@handle_errors
+def list_(storage: str | None, as_json: bool) -> None:
+    """List the studies in the store."""
+    from hpo.progress import studies_table
+
+    studies = api.list_studies(storage=storage)
+    if as_json:
+        _echo_json([s.to_dict() for s in studies])
+    else:
+        Console().print(studies_table(studies))
+
+
+@cli.command()
+@click.argument("name")
+@storage_option
+@click.option("--watch", is_flag=True, help="Refresh until the study finishes (Ctrl-C to leave).")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.2))
+@json_option
+@handle_errors
+def status(name: str, storage: str | None, watch: bool, interval: float, as_json: bool) -> None:
+    """Show a study's state, trial counts and best value."""
+    from hpo.progress import summary_table, watch_status
+
+    if watch:
+        watch_status(lambda: api.status(name, storage=storage), interval)
+        return
+    summary = api.status(name, storage=storage)
+    if as_json:
+        _echo_json(summary.to_dict())
+    else:
+        Console().print(summary_table(summary))
+
+
+@cli.command()
+@click.argument("name")
+@storage_option
+@json_option
+@handle_errors
+def best(name: str, storage: str | None, as_json: bool) -> None:
+    """Show the best trial (or the Pareto front of a multi-objective study)."""
+    from hpo.progress import best_table
+
+    summary = api.best(name, storage=storage)
+    if as_json:
+        data = {"pareto_front": summary.pareto_front} if summary.pareto_front is not None else {
+            "number": summary.best_trial, "value": summary.best_value, "params": summary.best_params}
+        _echo_json(data)
+    else:
+        Console().print(best_table(summary))
+
+
+FORMATS = ("table", "json", "csv")
+
+
+@cli.command()
+@click.argument("name")
+@storage_option
+@click.option("--format", "fmt", default="table", show_default=True, help=f"One of {', '.join(FORMATS)}.")
+@handle_errors
+def trials(name: str, storage: str | None, fmt: str) -> None:
+    """List a study's trials."""
+    from hpo.progress import trials_table
+
+    if fmt not in FORMATS:
+        raise HpoError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    rows = api.trials(name, storage=storage)
+    if fmt == "json":
+        _echo_json(rows)
+    elif fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["number"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()})
+        click.echo(out.getvalue(), nl=False)
+    else:
+        Console().print(trials_table(name, rows))
+
+
+@cli.command()
+@click.argument("name")
+@storage_option
+@handle_errors
+def cancel(name: str, storage: str | None) -> None:
+    """Cancel a queued or running study."""
+    click.echo(api.cancel(name, storage=storage))
+
+
+@cli.command()
+@click.argument("name")
+@storage_option
+@click.option("--n-trials", type=click.IntRange(min=1), default=None, help="New total trial budget.")
+@handle_errors
+def resume(name: str, storage: str | None, n_trials: int | None) -> None:
+    """Queue a cancelled, interrupted or finished study again (for `hpo serve`)."""
+    click.echo(api.resume(name, storage=storage, n_trials=n_trials))
+
+
+@cli.command()
+@click.argument("name")
+@storage_option
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write to this file instead of stdout.")
+@handle_errors
+def export(name: str, storage: str | None, output: str | None) -> None:
+    """Export a study (spec, trials, learning curves) as JSON."""
+    text = json.dumps(api.export(name, storage=storage), indent=2, default=str)
+    if output:
+        with open(output, "w") as fh:
+            fh.write(text + "\n")
+        click.echo(f"{name}: exported to {output}")
+    else:
+        click.echo(text)
+
+
+@cli.command()
+@click.argument("name")
+@storage_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@handle_errors
+def delete(name: str, storage: str | None, yes: bool) -> None:
+    """Delete a study and its trials."""
+    api.status(name, storage=storage)  # unknown study: one clear line, before asking
+    if not yes and not click.confirm(f"delete study {name!r} and all its trials?", default=False):
+        raise click.Abort()
+    click.echo(api.delete(name, storage=storage))
+
+
+@cli.command()
+@storage_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind; anything but loopback exposes the store to the network.")
+@click.option("--port", default=8080, show_default=True, type=int)
+@handle_errors
+def dashboard(storage: str | None, host: str, port: int) -> None:
+    """Serve optuna-dashboard on the store (Ctrl-C stops it)."""
+    from hpo.dashboard import serve_dashboard
+
+    serve_dashboard(storage, host=host, port=port)
+
+
+@cli.group()
 def db() -> None:
     """Manage the store's schema."""
 

@@ -8,6 +8,7 @@ boundary), and tells the study each result. Workers never touch the database.
 from __future__ import annotations
 
 import math
+import threading
 import time
 import uuid
 import zlib
@@ -80,22 +81,41 @@ def trial_seed(spec: StudySpec, study_name: str, number: int) -> int:
     return (base * 1_000_003 + number) % (2**31 - 1)
 
 
-def max_concurrency(spec: StudySpec) -> int:
-    """max_concurrent_trials, or as many trials as the cluster's CPUs and GPUs can hold."""
+@dataclass(frozen=True)
+class Placement:
+    """What each trial asks Ray for, and how many trials run at once."""
+
+    cpu: float
+    gpu: float
+    memory: int | None
+    concurrency: int
+    note: str | None = None
+
+
+def plan_placement(spec: StudySpec) -> Placement:
+    """Check the spec's resources against the cluster; fail fast on what can never be placed."""
     cpus, gpus = cluster_capacity()
     res = spec.resources
-    if res.gpu > 0 and gpus <= 0:
-        raise HpoError(
-            f"the spec asks for gpu: {res.gpu} per trial but the Ray cluster has no GPUs"
-        )
+    gpu, note = res.gpu, None
+    if gpu > 0 and gpus <= 0:
+        if not res.cpu_fallback:
+            raise HpoError(
+                f"the spec asks for gpu: {gpu:g} per trial but the Ray cluster has no GPUs "
+                "(set resources.cpu_fallback: true to run on CPUs instead)"
+            )
+        gpu, note = 0.0, "the Ray cluster has no GPUs: trials run on CPUs (cpu_fallback)"
+    if gpu > 0 and gpu > gpus:
+        raise HpoError(f"the spec asks for gpu: {gpu:g} per trial but the Ray cluster has {gpus:g} GPUs")
     if res.cpu > cpus:
-        raise HpoError(f"the spec asks for cpu: {res.cpu} per trial but the Ray cluster has {cpus:g} CPUs")
+        raise HpoError(f"the spec asks for cpu: {res.cpu:g} per trial but the Ray cluster has {cpus:g} CPUs")
     if spec.max_concurrent_trials is not None:
-        return spec.max_concurrent_trials
-    fits = int(cpus // res.cpu)
-    if res.gpu > 0:
-        fits = min(fits, int(gpus // res.gpu))
-    return max(1, fits)
+        concurrency = spec.max_concurrent_trials
+    else:
+        fits = int(cpus // res.cpu)
+        if gpu > 0:
+            fits = min(fits, int(gpus // gpu))
+        concurrency = max(1, fits)
+    return Placement(cpu=res.cpu, gpu=gpu, memory=res.memory, concurrency=concurrency, note=note)
 
 
 class StudyDriver:
@@ -107,10 +127,17 @@ class StudyDriver:
         spec: StudySpec,
         *,
         observer: Observer | None = None,
-        heartbeat: Callable[[], bool] | None = None,
+        heartbeat: Callable[[], JobState | None] | None = None,
         heartbeat_interval: float = 10.0,
         poll_interval: float = 1.0,
+        stop: threading.Event | None = None,
+        concurrency_cap: Callable[[], int] | None = None,
+        owner: str = "",
     ) -> None:
+        """``heartbeat`` renews the owner's lease: None while held, else the job's new state
+        (CANCELLED stops the study; anything else means another owner took it over).
+        ``stop`` hands the study back (running trials are failed, to be re-run by the next
+        owner); ``concurrency_cap`` bounds trials in flight (a fair share of a shared cluster)."""
         self.study = study
         self.spec = spec
         self.recorder = StudyRecorder(study)
@@ -118,6 +145,9 @@ class StudyDriver:
         self.heartbeat = heartbeat
         self.heartbeat_interval = heartbeat_interval
         self.poll_interval = poll_interval
+        self.stop = stop or threading.Event()
+        self.concurrency_cap = concurrency_cap
+        self.owner = owner
         self.counts = Counts()
         self.best: Best | None = None
         self._running: dict[ray.ObjectRef, _Running] = {}
@@ -127,7 +157,8 @@ class StudyDriver:
     # -- public -----------------------------------------------------------------------------
 
     def run(self) -> DriverResult:
-        limit = max_concurrency(self.spec)
+        self.placement = plan_placement(self.spec)
+        limit = self.placement.concurrency
         self._recover()
         if self.observer:
             self.observer.started(self.spec, self.counts)
@@ -139,8 +170,20 @@ class StudyDriver:
             while True:
                 if self.heartbeat and time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + self.heartbeat_interval
-                    if not self.heartbeat():
+                    state = self.heartbeat()
+                    if state == JobState.CANCELLED:
+                        self._abandon_running("the study was cancelled")
+                        self._stop_reason = (JobState.CANCELLED, "cancelled")
+                        break
+                    if state is not None:
                         raise LeaseLost(self.study.study_name)
+                if self.stop.is_set():
+                    self._abandon_running("handed back: its driver was stopped; the study re-runs it")
+                    self._stop_reason = (JobState.INTERRUPTED, "stopped; resumes on the next serve")
+                    break
+                self._stop_overdue()
+                if self.concurrency_cap is not None:
+                    limit = max(1, min(self.placement.concurrency, self.concurrency_cap()))
                 while self._may_dispatch(limit, deadline):
                     self._dispatch(channel)
                 if not self._running:
@@ -169,6 +212,12 @@ class StudyDriver:
     def _may_dispatch(self, limit: int, deadline: float | None) -> bool:
         if self._stop_reason is not None or len(self._running) >= limit:
             return False
+        if self.recorder.exhausted:
+            self._stop_reason = (
+                JobState.COMPLETED,
+                f"the {self.spec.sampler.name} sampler has no points left after {self.counts.finished} trials",
+            )
+            return False
         if deadline is not None and time.monotonic() >= deadline:
             return False
         n_trials = self.spec.n_trials
@@ -185,12 +234,15 @@ class StudyDriver:
             params=params,
             args=self.spec.objective_args,
             seed=trial_seed(self.spec, self.study.study_name, trial.number),
-            cpu=self.spec.resources.cpu,
+            cpu=self.placement.cpu,
             import_path=str(self.spec.base_dir),
+            n_values=len(self.spec.study_directions),
+            metrics=tuple(self.spec.metrics) if self.spec.metrics else None,
         )
-        ref = _remote_trial.options(
-            num_cpus=self.spec.resources.cpu, num_gpus=self.spec.resources.gpu
-        ).remote(task, channel)
+        options: dict[str, Any] = {"num_cpus": self.placement.cpu, "num_gpus": self.placement.gpu}
+        if self.placement.memory:
+            options["memory"] = self.placement.memory
+        ref = _remote_trial.options(**options).remote(task, channel)
         run = _Running(trial=trial, key=key, ref=ref, params=params)
         self._running[ref] = run
         self._by_key[key] = run
@@ -206,16 +258,28 @@ class StudyDriver:
             decisions.append((key, step, stop))
         channel.decide.remote(decisions)
 
-    def _collect(self, ref: ray.ObjectRef) -> None:
+    def _stop_overdue(self) -> None:
+        """Cancel trials running past trial_timeout and record them as failed."""
+        limit = self.spec.trial_timeout
+        if limit is None:
+            return
+        now = time.monotonic()
+        for ref, run in list(self._running.items()):
+            if now - run.started > limit:
+                ray.cancel(ref, force=True)
+                self._collect(ref, TrialOutcome(state="fail", error=f"trial exceeded trial_timeout of {limit:g} s"))
+
+    def _collect(self, ref: ray.ObjectRef, outcome: TrialOutcome | None = None) -> None:
         run = self._running.pop(ref)
         self._by_key.pop(run.key, None)
         self.counts.running = len(self._running)
-        try:
-            outcome: TrialOutcome = ray.get(ref)
-        except ray.exceptions.RayError as exc:
-            reason = f"{type(exc).__name__}: {_first_line(exc)}"
-            outcome = TrialOutcome(state="fail", error=reason)
+        if outcome is None:
+            try:
+                outcome = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                outcome = TrialOutcome(state="fail", error=f"{type(exc).__name__}: {_first_line(exc)}")
         info = {
+            "owner": self.owner,
             "node": outcome.node,
             "device": outcome.device,
             "duration_s": round(outcome.duration, 4),
@@ -223,7 +287,7 @@ class StudyDriver:
             "metrics": outcome.metrics,
         }
         if outcome.state == "complete":
-            frozen = self.recorder.complete(run.trial, outcome.value, info)
+            frozen = self.recorder.complete(run.trial, outcome.values, outcome.constraints, info)
             self.counts.complete += 1
             self._update_best(frozen)
         elif outcome.state == "pruned":
@@ -243,14 +307,14 @@ class StudyDriver:
             self.observer.trial_finished(frozen, self.counts, self.best)
 
     def _update_best(self, frozen: FrozenTrial) -> None:
+        """Track the best feasible trial (single-objective studies; see Pareto front otherwise)."""
+        if self.spec.is_multi_objective or any(v > 0 for v in frozen.constraints.values()):
+            return
         value = frozen.value
         if value is None or not math.isfinite(value):
             return
-        better = (
-            self.best is None
-            or (self.spec.direction == "maximize" and value > self.best.value)
-            or (self.spec.direction == "minimize" and value < self.best.value)
-        )
+        maximize = self.spec.study_directions[0] == "maximize"
+        better = self.best is None or (value > self.best.value if maximize else value < self.best.value)
         if better:
             self.best = Best(number=frozen.number, value=value, params=dict(frozen.params))
 
@@ -287,7 +351,7 @@ class StudyDriver:
         if self._stop_reason is not None:
             state, message = self._stop_reason
         else:
-            state, message = JobState.COMPLETED, None
+            state, message = JobState.COMPLETED, self.placement.note
             n_trials = self.spec.n_trials
             if n_trials is not None and self.counts.finished < n_trials:
                 message = f"timeout reached after {self.counts.finished} of {n_trials} trials"

@@ -86,26 +86,51 @@ class Jobs:
             rows = conn.execute(jobs.select().order_by(jobs.c.id)).all()
         return [Job.from_row(r) for r in rows]
 
-    def claim(self, study_name: str, owner: str, lease_s: float) -> bool:
-        """Take the job if it is waiting, or if its owner's lease expired. True when we got it."""
-        now = utcnow()
-        claimable = sa.or_(
+    @staticmethod
+    def _claimable(now: datetime):
+        return sa.or_(
             jobs.c.state.in_([JobState.QUEUED, JobState.INTERRUPTED]),
             sa.and_(jobs.c.state == JobState.RUNNING, jobs.c.lease_expires_at < now),
         )
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                jobs.update()
-                .where(jobs.c.study_name == study_name, claimable)
-                .values(
-                    state=JobState.RUNNING, owner=owner, lease_expires_at=now + timedelta(seconds=lease_s),
-                    started_at=sa.func.coalesce(jobs.c.started_at, now), updated_at=now, message=None,
-                )
+
+    def _take(self, conn, job_filter, owner: str, lease_s: float, now: datetime) -> bool:
+        result = conn.execute(
+            jobs.update()
+            .where(job_filter, self._claimable(now))
+            .values(
+                state=JobState.RUNNING, owner=owner, lease_expires_at=now + timedelta(seconds=lease_s),
+                started_at=sa.func.coalesce(jobs.c.started_at, now), updated_at=now, message=None,
             )
+        )
         return result.rowcount == 1
 
-    def renew(self, study_name: str, owner: str, lease_s: float) -> bool:
-        """Extend our lease; False means we lost the job (someone else took it over)."""
+    def claim(self, study_name: str, owner: str, lease_s: float) -> bool:
+        """Take the job if it is waiting, or if its owner's lease expired. True when we got it."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            return self._take(conn, jobs.c.study_name == study_name, owner, lease_s, now)
+
+    def claim_next(self, owner: str, lease_s: float) -> Job | None:
+        """Take the oldest claimable job, if any.
+
+        On PostgreSQL and MySQL/MariaDB the candidate row is locked with FOR UPDATE SKIP LOCKED,
+        so replicas polling at the same time pick different jobs instead of queueing on one row;
+        the conditional UPDATE is what makes a claim exclusive on every database.
+        """
+        now = utcnow()
+        query = sa.select(jobs.c.id).where(self._claimable(now)).order_by(jobs.c.id).limit(1)
+        if self.engine.dialect.name in ("postgresql", "mysql", "mariadb"):
+            query = query.with_for_update(skip_locked=True)
+        with self.engine.begin() as conn:
+            row = conn.execute(query).first()
+            if row is None or not self._take(conn, jobs.c.id == row.id, owner, lease_s, now):
+                return None
+            found = conn.execute(jobs.select().where(jobs.c.id == row.id)).first()
+        return Job.from_row(found)
+
+    def renew(self, study_name: str, owner: str, lease_s: float) -> JobState | None:
+        """Extend our lease. None while we hold it; else the job's state now (e.g. CANCELLED, or
+        RUNNING under another owner who took it over)."""
         now = utcnow()
         with self.engine.begin() as conn:
             result = conn.execute(
@@ -113,14 +138,43 @@ class Jobs:
                 .where(jobs.c.study_name == study_name, jobs.c.owner == owner, jobs.c.state == JobState.RUNNING)
                 .values(lease_expires_at=now + timedelta(seconds=lease_s), updated_at=now)
             )
+            if result.rowcount == 1:
+                return None
+            state = conn.execute(sa.select(jobs.c.state).where(jobs.c.study_name == study_name)).scalar()
+        return JobState(state) if state else JobState.CANCELLED
+
+    def set_state(self, study_name: str, state: JobState, *, allowed_from: set[JobState],
+                  message: str | None = None, spec_json: str | None = None) -> bool:
+        """Move a job to ``state`` if it is in one of ``allowed_from``; True when it moved."""
+        now = utcnow()
+        values = dict(state=state, updated_at=now, message=message)
+        if state == JobState.QUEUED:
+            values.update(owner=None, lease_expires_at=None, finished_at=None)
+        if state in FINISHED:
+            values.update(finished_at=now)
+        if spec_json is not None:
+            values["spec"] = spec_json
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                jobs.update()
+                .where(jobs.c.study_name == study_name, jobs.c.state.in_([s.value for s in allowed_from]))
+                .values(**values)
+            )
         return result.rowcount == 1
 
+    def delete(self, study_name: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(jobs.delete().where(jobs.c.study_name == study_name))
+
     def finish(self, study_name: str, owner: str, state: JobState, message: str | None = None) -> None:
+        """Record how our run of the job ended and release the lease (a no-op if we lost it)."""
         now = utcnow()
         values = dict(state=state, message=message, lease_expires_at=None, updated_at=now)
         if state in FINISHED:
             values["finished_at"] = now
         with self.engine.begin() as conn:
             conn.execute(
-                jobs.update().where(jobs.c.study_name == study_name, jobs.c.owner == owner).values(**values)
+                jobs.update()
+                .where(jobs.c.study_name == study_name, jobs.c.owner == owner, jobs.c.state == JobState.RUNNING)
+                .values(**values)
             )

@@ -58,14 +58,100 @@ def summary_table(summary) -> Table:
     table.add_column("what", style="bold")
     table.add_column("value")
     table.add_row("storage", summary.storage)
-    table.add_row("trials", f"{summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed")
-    table.add_row("elapsed", f"{summary.elapsed_s:.1f} s")
+    budget = f" of {summary.n_trials}" if summary.n_trials else ""
+    table.add_row(
+        "trials",
+        f"{summary.complete + summary.pruned}{budget} finished: {summary.complete} complete, "
+        f"{summary.pruned} pruned; {summary.failed} failed, {summary.running} running",
+    )
+    if summary.state == "RUNNING" and summary.owner:
+        table.add_row("owner", summary.owner)
+    if summary.elapsed_s is not None:
+        table.add_row("elapsed", f"{summary.elapsed_s:.1f} s")
     if summary.message:
         table.add_row("note", summary.message)
-    if summary.best_trial is None:
-        table.add_row("best", "no completed trial")
+    if summary.infeasible:
+        table.add_row("infeasible", f"{summary.infeasible} complete trials violate constraints")
+    if summary.pareto_front is not None:
+        names = summary.metrics or [f"value {i}" for i in range(len(summary.directions))]
+        heading = ", ".join(f"{n} ({d})" for n, d in zip(names, summary.directions))
+        table.add_row("pareto front", f"{len(summary.pareto_front)} trials: {heading}")
+        for entry in summary.pareto_front:
+            values = ", ".join(_fmt(v) for v in entry["values"])
+            table.add_row(f"  trial {entry['number']}", f"{values}   {_params(entry['params'])}")
+    elif summary.best_trial is None:
+        table.add_row("best", "no completed (feasible) trial")
     else:
-        table.add_row(f"best ({summary.direction})", f"{_fmt(summary.best_value)} (trial {summary.best_trial})")
+        table.add_row(f"best ({summary.directions[0]})", f"{_fmt(summary.best_value)} (trial {summary.best_trial})")
         for key, value in summary.best_params.items():
-            table.add_row(f"  {key}", f"{value:.6g}" if isinstance(value, float) else str(value))
+            table.add_row(f"  {key}", _value(value))
     return table
+
+
+def _value(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _params(params: dict) -> str:
+    return " ".join(f"{k}={_value(v)}" for k, v in params.items())
+
+
+def best_table(summary) -> Table:
+    if summary.pareto_front is not None:
+        names = summary.metrics or [f"value {i}" for i in range(len(summary.directions))]
+        table = Table(title=f"study {summary.study_name}: Pareto front")
+        table.add_column("trial", justify="right")
+        for name, direction in zip(names, summary.directions):
+            table.add_column(f"{name} ({direction})", justify="right")
+        table.add_column("params")
+        for entry in summary.pareto_front:
+            table.add_row(str(entry["number"]), *(_fmt(v) for v in entry["values"]), _params(entry["params"]))
+        return table
+    table = Table(title=f"study {summary.study_name}: best trial {summary.best_trial}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row(f"value ({summary.directions[0]})", _fmt(summary.best_value))
+    for key, value in summary.best_params.items():
+        table.add_row(key, _value(value))
+    return table
+
+
+def studies_table(studies) -> Table:
+    table = Table(title="studies")
+    for column in ("name", "state", "finished", "pruned", "failed", "running", "best", "owner"):
+        table.add_column(column, justify="right" if column in ("finished", "pruned", "failed", "running") else "left")
+    for s in studies:
+        best = _fmt(s.best_value) if s.pareto_front is None else f"{len(s.pareto_front)} on front"
+        budget = f"/{s.n_trials}" if s.n_trials else ""
+        table.add_row(
+            s.study_name, s.state.lower(), f"{s.complete + s.pruned}{budget}", str(s.pruned), str(s.failed),
+            str(s.running), best, s.owner if s.state == "RUNNING" and s.owner else "",
+        )
+    return table
+
+
+def trials_table(name: str, rows: list[dict]) -> Table:
+    table = Table(title=f"study {name}: {len(rows)} trials")
+    for column in ("#", "state", "value(s)", "steps", "seconds", "params", "error"):
+        table.add_column(column)
+    for row in rows:
+        values = "-" if row["values"] is None else ", ".join(_fmt(v) for v in row["values"])
+        seconds = "-" if row["duration_s"] is None else f"{row['duration_s']:.2f}"
+        table.add_row(str(row["number"]), row["state"].lower(), values, str(row["steps"]), seconds,
+                      _params(row["params"]), row["error"])
+    return table
+
+
+def watch_status(fetch, interval: float) -> None:
+    """Redraw the status table every ``interval`` seconds until the study is finished."""
+    import time
+
+    from rich.live import Live
+
+    finished = {"COMPLETED", "FAILED", "CANCELLED"}
+    summary = fetch()
+    with Live(summary_table(summary), refresh_per_second=4) as live:
+        while summary.state not in finished:
+            time.sleep(interval)
+            summary = fetch()
+            live.update(summary_table(summary))

@@ -49,10 +49,14 @@ class Registry(Generic[T]):
                     f"allowed: {', '.join(allowed) or '(none)'}"
                 )
 
-    def build(self, name: str, options: Mapping[str, Any], **hidden: Any) -> T:
+    def build(self, name: str, options: Mapping[str, Any], **context: Any) -> T:
+        """Build ``name`` from user ``options`` plus the ``context`` values its factory accepts."""
         self.check(name, options)
+        factory = self._factory(name)
+        accepted = inspect.signature(factory).parameters
+        hidden = {k: v for k, v in context.items() if k in accepted and k in self._hidden[name]}
         try:
-            return self._factory(name)(**dict(options), **hidden)
+            return factory(**dict(options), **hidden)
         except HpoError:
             raise
         except (TypeError, ValueError) as exc:

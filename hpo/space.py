@@ -54,6 +54,9 @@ class FloatParam(_Param):
     def suggest(self, trial: optuna.Trial, name: str) -> float:
         return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
 
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
+
     def distribution(self) -> optuna.distributions.BaseDistribution:
         return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
 
@@ -72,6 +75,12 @@ class IntParam(_Param):
 
     def suggest(self, trial: optuna.Trial, name: str) -> int:
         return trial.suggest_int(name, self.low, self.high, log=self.log, step=self.step)
+
+    def contains(self, value: Any) -> bool:
+        return (
+            isinstance(value, int) and not isinstance(value, bool)
+            and self.low <= value <= self.high and (value - self.low) % self.step == 0
+        )
 
     def distribution(self) -> optuna.distributions.BaseDistribution:
         return optuna.distributions.IntDistribution(self.low, self.high, log=self.log, step=self.step)
@@ -92,6 +101,9 @@ class CategoricalParam(_Param):
 
     def suggest(self, trial: optuna.Trial, name: str) -> Scalar:
         return trial.suggest_categorical(name, self.choices)
+
+    def contains(self, value: Any) -> bool:
+        return any(_same(value, choice) for choice in self.choices)
 
     def distribution(self) -> optuna.distributions.BaseDistribution:
         return optuna.distributions.CategoricalDistribution(self.choices)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,11 +29,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+          "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4,
+          "tib": 1024**4}
+
+
 class Resources(_Strict):
-    """What one trial gets from Ray: logical CPUs and (fractional) GPUs."""
+    """What one trial gets from Ray: logical CPUs, (fractional) GPUs and memory."""
 
     cpu: float = Field(default=1.0, gt=0)
     gpu: float = Field(default=0.0, ge=0)
+    memory: int | None = Field(default=None, gt=0, description="bytes; '2GiB', '512MB' accepted")
+    # Run on CPUs when the cluster has no GPUs, instead of refusing the study.
+    cpu_fallback: bool = False
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _parse_memory(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", value)
+        if not match or match.group(2).lower() not in _UNITS:
+            raise ValueError(f"expected bytes or a size like '2GiB' or '512MB', got {value!r}")
+        return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+class WarmStart(_Strict):
+    """Seed a new study with the best trials of an earlier study in the same store."""
+
+    study: str = Field(min_length=1)
+    top_k: int = Field(default=5, gt=0)
 
 
 class _Named(_Strict):
@@ -62,15 +88,21 @@ class StudySpec(_Strict):
     objective: str = Field(min_length=1)
     objective_args: dict[str, Any] = Field(default_factory=dict)
     search_space: SearchSpace
-    direction: Literal["minimize", "maximize"] = "minimize"
+    direction: Literal["minimize", "maximize"] | None = None
+    directions: list[Literal["minimize", "maximize"]] | None = Field(default=None, min_length=1)
+    # Names of the objective's values (required when it returns a dict of several metrics).
+    metrics: list[str] | None = Field(default=None, min_length=1)
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     n_trials: int | None = Field(default=None, gt=0)
     timeout: float | None = Field(default=None, gt=0, description="seconds")
     max_concurrent_trials: int | None = Field(default=None, gt=0)
     max_failed_trials: int | None = Field(default=None, ge=0)
+    trial_timeout: float | None = Field(default=None, gt=0, description="seconds per trial")
     resources: Resources = Field(default_factory=Resources)
     seed: int | None = None
+    enqueue: list[dict[str, Any]] = Field(default_factory=list)
+    warm_start: WarmStart | None = None
 
     # Directory that relative objective modules are imported from (the spec file's directory).
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
@@ -89,7 +121,35 @@ class StudySpec(_Strict):
     def _check(self) -> StudySpec:
         if self.n_trials is None and self.timeout is None:
             raise ValueError("give n_trials, timeout, or both")
+        if self.direction is not None and self.directions is not None:
+            raise ValueError("give direction or directions, not both")
+        if self.metrics is not None:
+            if len(self.metrics) != len(self.study_directions):
+                raise ValueError(
+                    f"metrics names {len(self.metrics)} values but there are "
+                    f"{len(self.study_directions)} directions"
+                )
+            if len(set(self.metrics)) != len(self.metrics) or "constraints" in self.metrics:
+                raise ValueError("metrics must be distinct and not named 'constraints'")
+        if self.is_multi_objective and self.pruner.name != "none":
+            raise ValueError(
+                f"pruner {self.pruner.name!r} cannot be used with several directions: Optuna does "
+                "not prune multi-objective trials (use pruner: none)"
+            )
+        names = set(self.search_space.params)
+        for i, params in enumerate(self.enqueue):
+            unknown = set(params) - names
+            if unknown:
+                raise ValueError(f"enqueue[{i}]: {sorted(unknown)[0]!r} is not in the search space")
         return self
+
+    @property
+    def study_directions(self) -> list[str]:
+        return self.directions or [self.direction or "minimize"]
+
+    @property
+    def is_multi_objective(self) -> bool:
+        return len(self.study_directions) > 1
 
     @property
     def base_dir(self) -> Path:
@@ -103,7 +163,7 @@ class StudySpec(_Strict):
         return max(self.n_trials or 0, 5)
 
     def build_sampler(self):
-        return SAMPLERS.build(self.sampler.name, self.sampler.options, seed=self.seed)
+        return SAMPLERS.build(self.sampler.name, self.sampler.options, seed=self.seed, space=self.search_space)
 
     def build_pruner(self):
         return PRUNERS.build(self.pruner.name, self.pruner.options)

@@ -61,6 +61,18 @@ class Store:
     def is_sqlite(self) -> bool:
         return self.url.get_backend_name() == "sqlite"
 
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file, or None for servers and in-memory databases."""
+        if not self.is_sqlite or self.url.database in (None, "", ":memory:"):
+            return None
+        return Path(self.url.database).expanduser().resolve()
+
+    def exists(self) -> bool:
+        """False only for a SQLite file not created yet (servers are assumed to exist)."""
+        path = self.sqlite_path
+        return path is None or path.exists()
+
     def _engine_kwargs(self) -> dict:
         if self.is_sqlite:
             return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
@@ -81,7 +93,16 @@ class Store:
         return engine
 
     def check(self) -> None:
-        """Connect once; raise HpoError with a masked URL when the database cannot be reached."""
+        """Connect once; raise HpoError with a masked URL when the database cannot be reached.
+
+        A SQLite file that does not exist yet is not created here (nothing is written before
+        the first real write); its folder was checked when the URL was parsed.
+        """
+        path = self.sqlite_path
+        if path is not None and not path.exists():
+            if not os.access(path.parent, os.W_OK):
+                raise HpoError(f"storage {self.masked}: cannot create files in {path.parent}")
+            return
         try:
             with self.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))

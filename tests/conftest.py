@@ -31,9 +31,10 @@ if str(TESTS_DIR) not in sys.path:
 
 @pytest.fixture(scope="session")
 def ray_runtime():
-    """A local Ray for the whole session: 2 CPUs, token auth on (Ray's default), no dashboard."""
+    """A local Ray for the whole session: 2 CPUs, 2 logical GPUs, token auth on, no dashboard."""
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        # 2 logical GPUs (no physical one here) so GPU placement is tested for real in Ray.
+        ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
 
@@ -41,6 +42,16 @@ def ray_runtime():
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'hpo.db'}"
+
+
+@pytest.fixture
+def store(sqlite_url):
+    """A Store on a fresh SQLite file."""
+    from hpo.store import Store
+
+    store = Store(sqlite_url)
+    yield store
+    store.dispose()
 
 
 def _server_or_skip(url: str, what: str) -> None:

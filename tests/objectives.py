@@ -32,3 +32,54 @@ def returns_nan(params, reporter):
 
 def always_fails(params, reporter):
     raise ValueError("this objective always fails")
+
+
+def two_objectives(params, reporter):
+    """Schaffer's problem: minimize x^2 and (x - 2)^2; the Pareto set is x in [0, 2]."""
+    x = params["x"]
+    reporter.report(0, x)
+    return {"f1": x**2, "f2": (x - 2) ** 2}
+
+
+def two_objectives_tuple(params, reporter):
+    x = params["x"]
+    return x**2, (x - 2) ** 2
+
+
+def constrained_branin(params, reporter):
+    """Branin with the constraint x1 + x2 <= 8 (feasible when x1 + x2 - 8 <= 0)."""
+    from workers.builtin.analytic import branin_value
+
+    return {"value": branin_value(params["x1"], params["x2"]), "constraints": [params["x1"] + params["x2"] - 8]}
+
+
+def sleepy(params, reporter):
+    """Sleeps `seconds` (a parameter) before returning; for trial timeouts."""
+    time.sleep(params["seconds"])
+    reporter.report(0, params["seconds"])
+    return params["seconds"]
+
+
+def straggler(params, reporter):
+    """Trial 0 is a straggler: it takes 4 s to reach its first report; the others are quick."""
+    if reporter.trial_number == 0:
+        time.sleep(4)
+    for step in range(3):
+        time.sleep(0.02)
+        reporter.report(step, params["x"] + 1.0 / (step + 1))
+    return params["x"]
+
+
+def gpu_probe(params, reporter):
+    """Records which GPU Ray assigned, torch's thread count, and when the trial ran."""
+    import os
+
+    import torch
+
+    start = time.time()
+    time.sleep(1.0)
+    reporter.log(
+        gpu=float(os.environ.get("CUDA_VISIBLE_DEVICES") or -1), threads=torch.get_num_threads(),
+        start=start, end=time.time(),
+    )
+    return params["x"]

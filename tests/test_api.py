@@ -75,3 +75,43 @@ def test_study_created_outside_hpo_is_refused(ray_runtime, sqlite_url):
     store = Store(sqlite_url)
     assert "hpo_jobs" not in sa.inspect(store.engine).get_table_names()  # nothing written
     store.dispose()
+
+
+def test_enqueue_and_warm_start_seed_a_study(ray_runtime, sqlite_url):
+    from hpo.spec import parse_spec
+
+    from conftest import TESTS_DIR
+
+    base = {"objective": "builtin:branin", "search_space": "branin", "sampler": "random", "seed": 2}
+    api.run(parse_spec({**base, "name": "source", "n_trials": 8}, base_dir=TESTS_DIR), storage=sqlite_url)
+    source = optuna.load_study(study_name="source", storage=sqlite_url)
+    top3 = sorted(source.trials, key=lambda t: t.value)[:3]
+
+    known = {"x1": 3.14159, "x2": 2.275}
+    target = parse_spec(
+        {**base, "name": "target", "n_trials": 6, "max_concurrent_trials": 1,
+         "enqueue": [known], "warm_start": {"study": "source", "top_k": 3}},
+        base_dir=TESTS_DIR,
+    )
+    summary = api.run(target, storage=sqlite_url)
+    trials = optuna.load_study(study_name="target", storage=sqlite_url).trials
+    assert trials[0].params == known and trials[0].user_attrs["hpo:source"] == "enqueue"
+    assert [t.params for t in trials[1:4]] == [t.params for t in top3]
+    assert trials[1].user_attrs["hpo:source"] == f"warm_start:source#{top3[0].number}"
+    assert summary.best_value <= top3[0].value  # re-evaluated, so at least as good
+    assert summary.best_value == pytest.approx(0.397887, abs=1e-3)  # the enqueued optimum
+
+
+def test_warm_start_from_unknown_study_writes_nothing(ray_runtime, sqlite_url, tmp_path):
+    from hpo.spec import parse_spec
+
+    spec = parse_spec(
+        {"name": "t", "objective": "builtin:branin", "search_space": "branin", "n_trials": 2,
+         "warm_start": {"study": "nope"}},
+        base_dir=tmp_path,
+    )
+    with pytest.raises(HpoError, match="warm_start: no study named 'nope'"):
+        api.run(spec, storage=sqlite_url)
+    store = Store(sqlite_url)
+    assert "hpo_jobs" not in sa.inspect(store.engine).get_table_names()
+    store.dispose()

@@ -9,44 +9,9 @@ from optuna.trial import TrialState
 from hpo.driver import StudyDriver, trial_seed
 from hpo.jobs import JobState
 from hpo.recorder import ERROR_ATTR
-from hpo.spec import parse_spec
-from hpo.store import Store
 
-from conftest import TESTS_DIR
+from studies import make_spec, new_study, states
 
-SPACE = {"x": {"type": "float", "low": 0.0, "high": 1.0}, "y": {"type": "float", "low": -1.0, "high": 1.0}}
-
-
-def make_spec(**fields):
-    data = {
-        "name": "driver-test",
-        "objective": "objectives:curve",
-        "search_space": SPACE,
-        "n_trials": 8,
-        "max_concurrent_trials": 2,
-        "seed": 1,
-        **fields,
-    }
-    return parse_spec(data, base_dir=TESTS_DIR)
-
-
-@pytest.fixture
-def store(sqlite_url):
-    store = Store(sqlite_url)
-    yield store
-    store.dispose()
-
-
-def new_study(store, spec):
-    return optuna.create_study(
-        study_name=spec.name, storage=store.optuna, direction=spec.direction,
-        sampler=spec.build_sampler(), pruner=spec.build_pruner(),
-    )
-
-
-def states(study):
-    trials = study.get_trials(deepcopy=False)
-    return {s: sum(t.state == s for t in trials) for s in TrialState}
 
 
 def test_exact_budget_with_pruning(ray_runtime, store):

@@ -303,7 +303,8 @@ def test_mlp_space_matches_its_file():
     data, _ = resolve_space_source("mlp", builtin_spaces_dir())
     sp = SearchSpace.model_validate(data)
     assert list(sp.params) == [
-        "lr", "optimizer", "momentum", "weight_decay", "hidden", "layers", "dropout", "batch_size"
+        "lr", "optimizer", "momentum", "weight_decay", "hidden", "layers", "dropout", "batch_size",
+        "batch_norm", "label_smoothing", "schedule",
     ]
     assert sp.params["momentum"].when == {"optimizer": "sgd"}
     assert sp.params["lr"].log and sp.params["hidden"].log

@@ -16,7 +16,10 @@ from hpo.spec import StudySpec, load_spec, parse_spec
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "digits-mlp.yaml"
 
-MLP_PARAMS = ["lr", "optimizer", "momentum", "weight_decay", "hidden", "layers", "dropout", "batch_size"]
+MLP_PARAMS = [
+    "lr", "optimizer", "momentum", "weight_decay", "hidden", "layers", "dropout", "batch_size",
+    "batch_norm", "label_smoothing", "schedule",
+]
 
 
 def minimal(**overrides: Any) -> dict[str, Any]:
@@ -139,7 +142,7 @@ def test_shorthand_sampler_and_pruner_names():
 
 def test_defaults_are_tpe_sampler_and_no_pruner():
     spec = parse_spec(minimal(), base_dir=REPO)
-    assert spec.direction == "minimize"
+    assert spec.study_directions == ["minimize"]
     assert isinstance(spec.build_sampler(), optuna.samplers.TPESampler)
     assert isinstance(spec.build_pruner(), optuna.pruners.NopPruner)
 

@@ -15,6 +15,11 @@ from workers.reporter import Pruned, Reporter
 
 BUILTINS = {
     "mlp": "workers.builtin.mlp:objective",
+    "cnn": "workers.builtin.cnn:objective",
+    "transformer": "workers.builtin.transformer:objective",
+    "gnn": "workers.builtin.gnn:objective",
+    "branin": "workers.builtin.analytic:branin",
+    "hartmann6": "workers.builtin.analytic:hartmann6",
 }
 
 
@@ -30,12 +35,15 @@ class TrialTask:
     seed: int = 0
     cpu: float = 1.0
     import_path: str | None = None  # directory to import a user's objective module from
+    n_values: int = 1  # how many objective values (directions) the study has
+    metrics: tuple[str, ...] | None = None  # their names, for objectives that return a dict
 
 
 @dataclass
 class TrialOutcome:
     state: str  # "complete" | "pruned" | "fail"
-    value: float | None = None
+    values: list[float] | None = None
+    constraints: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     last_step: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
@@ -64,6 +72,43 @@ def resolve_objective(ref: str, import_path: str | None = None):
     return func
 
 
+def parse_result(
+    result: Any, n_values: int, metrics: tuple[str, ...] | None
+) -> tuple[list[float], dict[str, float]]:
+    """An objective's return value -> (values, constraints).
+
+    Accepted: a number; a tuple/list of numbers (one per direction); or a dict of named metrics
+    (names from the spec's ``metrics``), optionally with ``constraints`` as a dict or a list of
+    numbers (feasible when all are <= 0).
+    """
+    constraints: dict[str, float] = {}
+    if isinstance(result, dict):
+        result = dict(result)
+        raw = result.pop("constraints", None) or {}
+        if isinstance(raw, dict):
+            constraints = {str(k): float(v) for k, v in raw.items()}
+        else:
+            constraints = {f"c{i}": float(v) for i, v in enumerate(raw)}
+        if metrics:
+            missing = [m for m in metrics if m not in result]
+            if missing:
+                raise ValueError(f"objective result has no metric {missing[0]!r} (got {sorted(result)})")
+            values = [result[m] for m in metrics]
+        elif len(result) == 1:
+            values = list(result.values())
+        else:
+            raise ValueError(
+                f"objective returned metrics {sorted(result)}: name the ones to optimize in the spec's 'metrics'"
+            )
+    elif isinstance(result, (tuple, list)):
+        values = list(result)
+    else:
+        values = [result]
+    if len(values) != n_values:
+        raise ValueError(f"objective returned {len(values)} value(s) for {n_values} direction(s)")
+    return [float(v) for v in values], constraints
+
+
 def pick_device() -> str:
     """The GPU Ray assigned to this worker (Ray sets CUDA_VISIBLE_DEVICES), else the CPU."""
     if not os.environ.get("CUDA_VISIBLE_DEVICES"):
@@ -85,11 +130,12 @@ def run_trial(task: TrialTask, send) -> TrialOutcome:
     try:
         objective = resolve_objective(task.objective, task.import_path)
         result = objective(dict(task.params), reporter, **task.args)
-        value = float(result)
-        if math.isfinite(value):
-            outcome.state, outcome.value = "complete", value
+        outcome.values, outcome.constraints = parse_result(result, task.n_values, task.metrics)
+        bad = [v for v in outcome.values if not math.isfinite(v)]
+        if bad:
+            outcome.error = f"objective returned {bad[0]}"
         else:
-            outcome.error = f"objective returned {value}"
+            outcome.state = "complete"
     except Pruned:
         outcome.state = "pruned"
     except Exception as exc:  # the objective's failure is data, not a crash of the runner

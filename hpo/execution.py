@@ -1,0 +1,51 @@
+"""Running one claimed job: load its study, drive it, record how it ended. Used by `hpo run`
+(in the foreground) and by each study that `hpo serve` runs."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import optuna
+
+from hpo.driver import DriverResult, LeaseLost, Observer, StudyDriver
+from hpo.jobs import Jobs, JobState
+from hpo.spec import StudySpec
+from hpo.store import Store
+
+LEASE_S = 30.0  # a job whose owner stopped renewing for this long can be taken over
+HEARTBEAT_S = 5.0  # how often an owner renews its lease (and notices a cancel)
+
+
+def run_job(
+    store: Store,
+    spec: StudySpec,
+    owner: str,
+    *,
+    observer: Observer | None = None,
+    stop: threading.Event | None = None,
+    concurrency_cap: Callable[[], int] | None = None,
+    lease_s: float = LEASE_S,
+    heartbeat_s: float = HEARTBEAT_S,
+) -> DriverResult:
+    """Drive the study of a job that ``owner`` has claimed, then record its end and release it.
+
+    Raises driver.LeaseLost if another owner took the job over (nothing more is written then).
+    """
+    jobs = Jobs(store.engine)
+    study = optuna.load_study(
+        study_name=spec.name, storage=store.optuna, sampler=spec.build_sampler(), pruner=spec.build_pruner()
+    )
+    driver = StudyDriver(
+        study, spec, observer=observer,
+        heartbeat=lambda: jobs.renew(spec.name, owner, lease_s), heartbeat_interval=heartbeat_s,
+        stop=stop, concurrency_cap=concurrency_cap, owner=owner,
+    )
+    try:
+        result = driver.run()
+    except BaseException as exc:
+        if not isinstance(exc, LeaseLost):
+            jobs.finish(spec.name, owner, JobState.INTERRUPTED, f"interrupted: {type(exc).__name__}")
+        raise
+    jobs.finish(spec.name, owner, result.state, result.message)
+    return result

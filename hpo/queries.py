@@ -1,0 +1,167 @@
+"""The read side: what `hpo list`, `status`, `best`, `trials` and `export` show, from the store.
+
+Everything is read back from the database (the jobs table and Optuna's tables), so the CLI
+shows exactly what optuna-dashboard shows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.errors import HpoError
+from hpo.jobs import Job, Jobs
+from hpo.recorder import ERROR_ATTR, INFO_ATTR
+from hpo.spec import StudySpec
+from hpo.store import Store
+
+
+@dataclass
+class StudySummary:
+    study_name: str
+    storage: str  # masked URL
+    state: str
+    message: str | None
+    owner: str | None
+    directions: list[str]
+    metrics: list[str] | None
+    n_trials: int | None
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+    best_trial: int | None
+    best_value: float | None
+    best_params: dict[str, Any] | None
+    elapsed_s: float | None
+    infeasible: int = 0
+    # Multi-objective studies: the (feasible) Pareto front instead of one best trial.
+    pareto_front: list[dict[str, Any]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def get_job(store: Store, name: str) -> Job:
+    job = Jobs(store.engine).get(name) if store.exists() and _has_jobs(store) else None
+    if job is None:
+        raise HpoError(f"no study named {name!r} in {store.masked}")
+    return job
+
+
+def _has_jobs(store: Store) -> bool:
+    import sqlalchemy as sa
+
+    return "hpo_jobs" in sa.inspect(store.engine).get_table_names()
+
+
+def list_jobs(store: Store) -> list[Job]:
+    if not store.exists() or not _has_jobs(store):
+        return []
+    return Jobs(store.engine).all()
+
+
+def load_study(store: Store, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=store.optuna)
+
+
+def summarize(store: Store, job: Job) -> StudySummary:
+    spec = StudySpec.from_json(job.spec)
+    study = load_study(store, job.study_name)
+    trials = study.get_trials(deepcopy=False)
+    count = {s: sum(t.state == s for t in trials) for s in TrialState}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    feasible = [t for t in complete if all(v <= 0 for v in t.constraints.values())]
+    best, front = None, None
+    if spec.is_multi_objective:
+        front = [
+            {"number": t.number, "values": t.values, "params": t.params}
+            for t in sorted(study.best_trials, key=lambda t: t.values)
+        ]
+    elif feasible:
+        best = study.best_trial
+    elapsed = None
+    if job.started_at:
+        elapsed = round(((job.finished_at or job.updated_at) - job.started_at).total_seconds(), 3)
+    return StudySummary(
+        study_name=job.study_name,
+        storage=store.masked,
+        state=job.state.value,
+        message=job.message,
+        owner=job.owner,
+        directions=spec.study_directions,
+        metrics=spec.metrics,
+        n_trials=spec.n_trials,
+        complete=count[TrialState.COMPLETE],
+        pruned=count[TrialState.PRUNED],
+        failed=count[TrialState.FAIL],
+        running=count[TrialState.RUNNING],
+        best_trial=best.number if best else None,
+        best_value=best.value if best else None,
+        best_params=best.params if best else None,
+        elapsed_s=elapsed,
+        infeasible=len(complete) - len(feasible),
+        pareto_front=front,
+    )
+
+
+TRIAL_COLUMNS = ["number", "state", "values", "params", "steps", "duration_s", "node", "error"]
+
+
+def trial_row(trial: FrozenTrial) -> dict[str, Any]:
+    info = trial.user_attrs.get(INFO_ATTR) or {}
+    duration = None
+    if trial.datetime_start and trial.datetime_complete:
+        duration = round((trial.datetime_complete - trial.datetime_start).total_seconds(), 3)
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "values": trial.values,
+        "params": trial.params,
+        "steps": len(trial.intermediate_values),
+        "duration_s": duration,
+        "node": info.get("node", "")[:12],
+        "error": _last_line(trial.user_attrs.get(ERROR_ATTR)),
+    }
+
+
+def _last_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def trial_rows(store: Store, name: str) -> list[dict[str, Any]]:
+    get_job(store, name)
+    return [trial_row(t) for t in load_study(store, name).get_trials(deepcopy=False)]
+
+
+def export_study(store: Store, name: str) -> dict[str, Any]:
+    """The whole study as plain data: job, spec, and every trial with its learning curve."""
+    job = get_job(store, name)
+    study = load_study(store, name)
+    return {
+        "study_name": name,
+        "state": job.state.value,
+        "message": job.message,
+        "spec": json.loads(job.spec),
+        "directions": [d.name.lower() for d in study.directions],
+        "metric_names": study.metric_names,
+        "trials": [
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "values": t.values,
+                "params": t.params,
+                "intermediate_values": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+                "constraints": t.constraints,
+                "user_attrs": t.user_attrs,
+                "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
+                "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
+            }
+            for t in study.get_trials(deepcopy=False)
+        ],
+    }

@@ -1,0 +1,178 @@
+"""`hpo serve`: claim queued studies from the store and run several at once on one Ray cluster.
+
+Each claimed study runs in its own thread with its own StudyDriver (the sole owner of that study
+while its lease is renewed). The cluster's CPUs and GPUs are shared evenly between the studies
+running at once. Stopping (SIGTERM/SIGINT) takes no new work, hands running trials back and
+releases every lease, so another serve (or this one, restarted) resumes the studies.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from hpo.driver import LeaseLost, plan_placement
+from hpo.errors import HpoError
+from hpo.execution import HEARTBEAT_S, LEASE_S, run_job
+from hpo.jobs import Job, Jobs, JobState, default_owner
+from hpo.ray_runtime import cluster_capacity
+from hpo.spec import StudySpec
+from hpo.store import Store
+from hpo.submission import check_objective
+
+log = logging.getLogger("hpo.serve")
+
+
+class FairShare:
+    """Splits the cluster's CPUs and GPUs evenly between the studies running at once."""
+
+    def __init__(self) -> None:
+        self._active: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, name: str) -> None:
+        with self._lock:
+            self._active.add(name)
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self._active.discard(name)
+
+    def cap(self, spec: StudySpec) -> int:
+        """Trials this study may have in flight now (at least one)."""
+        cpus, gpus = cluster_capacity()
+        with self._lock:
+            n = max(1, len(self._active))
+        fits = int((cpus / n) // spec.resources.cpu)
+        if spec.resources.gpu > 0 and gpus > 0:
+            fits = min(fits, int((gpus / n) // spec.resources.gpu))
+        return max(1, fits)
+
+
+class Server:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_studies: int = 8,
+        poll_s: float = 2.0,
+        lease_s: float = LEASE_S,
+        heartbeat_s: float = HEARTBEAT_S,
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.jobs = Jobs(store.engine)
+        self.max_studies = max_studies
+        self.poll_s = poll_s
+        self.lease_s = lease_s
+        self.heartbeat_s = heartbeat_s
+        self.owner = owner or default_owner()
+        self.share = FairShare()
+        self.stopping = threading.Event()
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock_file = None
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set; then hand every running study back."""
+        self._exclusive_sqlite()
+        self.store.upgrade()
+        log.info("serving %s as %s", self.store.masked, self.owner)
+        backoff = self.poll_s
+        while not stop.is_set():
+            self._reap()
+            try:
+                while len(self._threads) < self.max_studies and not stop.is_set():
+                    job = self.jobs.claim_next(self.owner, self.lease_s)
+                    if job is None:
+                        break
+                    self._start(job)
+                backoff = self.poll_s
+            except SQLAlchemyError as exc:
+                log.warning("store unavailable (%s); retrying in %.0f s", self.store.scrub(exc), backoff)
+                backoff = min(backoff * 2, 30.0)
+            stop.wait(backoff)
+        log.info("stopping: handing %d running studies back", len(self._threads))
+        self.stopping.set()
+        for thread in list(self._threads.values()):
+            thread.join()
+        self._reap()
+
+    def _start(self, job: Job) -> None:
+        thread = threading.Thread(target=self._run_study, args=(job,), name=f"study-{job.study_name}", daemon=True)
+        self._threads[job.study_name] = thread
+        thread.start()
+
+    def _reap(self) -> None:
+        for name, thread in list(self._threads.items()):
+            if not thread.is_alive():
+                del self._threads[name]
+
+    def _run_study(self, job: Job) -> None:
+        name = job.study_name
+        try:
+            spec = StudySpec.from_json(job.spec)
+            check_objective(spec)
+            plan_placement(spec)
+        except HpoError as exc:
+            log.error("study %s cannot run: %s", name, exc)
+            self.jobs.finish(name, self.owner, JobState.FAILED, str(exc))
+            return
+        log.info("running study %s", name)
+        self.share.add(name)
+        try:
+            result = run_job(
+                self.store, spec, self.owner, stop=self.stopping,
+                concurrency_cap=lambda: self.share.cap(spec),
+                lease_s=self.lease_s, heartbeat_s=self.heartbeat_s,
+            )
+            log.info(
+                "study %s %s: %d complete, %d pruned, %d failed%s", name, result.state.lower(),
+                result.counts.complete, result.counts.pruned, result.counts.failed,
+                f" ({result.message})" if result.message else "",
+            )
+        except LeaseLost:
+            log.warning("study %s was taken over by another owner", name)
+        except Exception as exc:  # keep serving the other studies
+            log.error("study %s stopped: %s: %s", name, type(exc).__name__, self.store.scrub(exc))
+        finally:
+            self.share.remove(name)
+
+    def _exclusive_sqlite(self) -> None:
+        """SQLite has no row locks to share a queue safely: one serve per database file."""
+        path: Path | None = self.store.sqlite_path
+        if path is None:
+            return
+        lock_path = path.with_name(path.name + ".serve-lock")
+        self._lock_file = open(lock_path, "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.seek(0)
+            holder = self._lock_file.read().strip() or "another process"
+            self._lock_file.close()
+            raise HpoError(
+                f"another hpo serve ({holder}) already serves {self.store.masked}; "
+                "SQLite allows one serve per file (use PostgreSQL for several replicas)"
+            ) from None
+        self._lock_file.truncate(0)
+        self._lock_file.write(self.owner)
+        self._lock_file.flush()
+
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT set ``stop`` (graceful: trials handed back); a second one exits at once."""
+
+    def handler(signum, _frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

@@ -1,0 +1,110 @@
+"""Turning a validated spec into a study: checks before the first write, then study + job rows."""
+
+from __future__ import annotations
+
+import sys
+
+import optuna
+import sqlalchemy as sa
+
+from hpo.errors import HpoError
+from hpo.jobs import FINISHED, Job, Jobs, JobState, utcnow
+from hpo.spec import StudySpec
+from hpo.store import Store
+from workers.runner import resolve_objective
+
+
+def check_objective(spec: StudySpec) -> None:
+    """Import the objective in this process, so a typo fails before anything is written.
+
+    If the objective's module defines ``check_args(objective_args, base_dir) -> dict``, it is
+    called too: a ValueError there (e.g. a missing dataset column) refuses the spec, and the
+    returned args (e.g. with paths made absolute) replace the spec's objective_args.
+    """
+    try:
+        func = resolve_objective(spec.objective, str(spec.base_dir))
+    except Exception as exc:  # ImportError, SyntaxError, errors raised at import time
+        raise HpoError(f"objective {spec.objective!r} cannot be imported: {type(exc).__name__}: {exc}") from None
+    check = getattr(sys.modules.get(func.__module__), "check_args", None)
+    if check is None:
+        return
+    try:
+        checked = check(dict(spec.objective_args), str(spec.base_dir))
+    except (ValueError, TypeError, OSError) as exc:
+        raise HpoError(f"objective_args: {exc}") from None
+    if isinstance(checked, dict):
+        spec.objective_args = checked
+
+
+def _tables(store: Store) -> set[str]:
+    if store.is_sqlite and not store.exists():
+        return set()
+    return set(sa.inspect(store.engine).get_table_names())
+
+
+def check_new_study(store: Store, spec: StudySpec, *, resume: bool) -> Job | None:
+    """Before the first write: refuse a name taken by a finished, running or foreign study.
+
+    With ``resume`` (``hpo run``) an unfinished hpo study of that name is returned to be resumed;
+    without it (``hpo submit``) any existing study of that name is an error.
+    """
+    tables = _tables(store)
+    job = Jobs(store.engine).get(spec.name) if "hpo_jobs" in tables else None
+    if job is not None:
+        running = job.state == JobState.RUNNING and job.lease_expires_at and job.lease_expires_at > utcnow()
+        if job.state in FINISHED or not resume:
+            raise HpoError(
+                f"study {spec.name!r} already exists in {store.masked} ({job.state.lower()}); "
+                "give another name with --name, or use hpo resume"
+            )
+        if running:
+            raise HpoError(f"study {spec.name!r} is being run by {job.owner}")
+        return job
+    if "studies" in tables and spec.name in optuna.get_all_study_names(store.optuna):
+        raise HpoError(f"an Optuna study named {spec.name!r} exists in {store.masked} that hpo did not create")
+    if spec.warm_start is not None:
+        source = spec.warm_start.study
+        if "studies" not in tables or source not in optuna.get_all_study_names(store.optuna):
+            raise HpoError(f"warm_start: no study named {source!r} in {store.masked}")
+    return None
+
+
+def create_study(store: Store, spec: StudySpec) -> Job:
+    """Create the Optuna study (metric names, enqueued and warm-start trials) and its QUEUED job."""
+    study = optuna.create_study(
+        study_name=spec.name, storage=store.optuna, directions=spec.study_directions, load_if_exists=True
+    )
+    if spec.metrics:
+        study.set_metric_names(spec.metrics)
+    for params in spec.enqueue:
+        study.enqueue_trial(params, user_attrs={"hpo:source": "enqueue"}, skip_if_exists=True)
+    if spec.warm_start:
+        seed_from_study(study, store, spec)
+    return Jobs(store.engine).create(spec.name, spec.to_json())
+
+
+def seed_from_study(study: optuna.Study, store: Store, spec: StudySpec) -> int:
+    """Enqueue the top-K complete trials of an earlier study, re-evaluated on this study.
+
+    Parameters outside this study's space are dropped (they are sampled afresh); values outside
+    a parameter's new range are dropped too. Returns how many trials were enqueued.
+    """
+    source = optuna.load_study(study_name=spec.warm_start.study, storage=store.optuna)
+    trials = source.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(source.directions) == 1:
+        reverse = source.direction == optuna.study.StudyDirection.MAXIMIZE
+        trials.sort(key=lambda t: t.value, reverse=reverse)
+    else:
+        front = {t.number for t in source.best_trials}
+        trials.sort(key=lambda t: t.number not in front)
+    space = spec.search_space.params
+    enqueued = 0
+    for trial in trials[: spec.warm_start.top_k]:
+        params = {k: v for k, v in trial.params.items() if k in space and space[k].contains(v)}
+        if params:
+            study.enqueue_trial(
+                params, user_attrs={"hpo:source": f"warm_start:{source.study_name}#{trial.number}"},
+                skip_if_exists=True,
+            )
+            enqueued += 1
+    return enqueued

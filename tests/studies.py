@@ -1,0 +1,61 @@
+"""Helpers for tests that drive real studies: specs from dicts, and the driver on a store."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo.driver import StudyDriver
+from hpo.spec import parse_spec
+
+from conftest import TESTS_DIR
+
+XY_SPACE = {"x": {"type": "float", "low": 0.0, "high": 1.0}, "y": {"type": "float", "low": -1.0, "high": 1.0}}
+HARTMANN6 = "hartmann6"  # builtin search space name
+
+
+def make_spec(**fields):
+    data = {
+        "name": "test-study",
+        "objective": "objectives:curve",
+        "search_space": XY_SPACE,
+        "n_trials": 8,
+        "max_concurrent_trials": 2,
+        "seed": 1,
+        **fields,
+    }
+    return parse_spec(data, base_dir=TESTS_DIR)
+
+
+def new_study(store, spec):
+    return optuna.create_study(
+        study_name=spec.name, storage=store.optuna, directions=spec.study_directions,
+        sampler=spec.build_sampler(), pruner=spec.build_pruner(),
+    )
+
+
+def drive(store, spec, **driver_kwargs):
+    """Create the study for ``spec`` in ``store`` and run it with the real driver on Ray."""
+    study = new_study(store, spec)
+    result = StudyDriver(study, spec, poll_interval=0.2, **driver_kwargs).run()
+    return study, result
+
+
+def states(study) -> dict[TrialState, int]:
+    trials = study.get_trials(deepcopy=False)
+    return {s: sum(t.state == s for t in trials) for s in TrialState}
+
+
+def assert_exact_budget(study, n_trials: int) -> None:
+    counts = states(study)
+    assert counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] == n_trials, counts
+    assert counts[TrialState.RUNNING] == 0 and counts[TrialState.WAITING] == 0, counts
+
+
+def assert_stopped_at_decision(study) -> None:
+    """Every trial's worker stopped at its last stored step: nothing trained past a prune."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.PRUNED, TrialState.COMPLETE)):
+        steps = sorted(trial.intermediate_values)
+        assert steps == list(range(len(steps)))
+        if steps:
+            assert trial.user_attrs["hpo:run"]["last_step"] == steps[-1]

@@ -1,0 +1,95 @@
+"""Resources per trial: fractional GPUs on Ray's logical GPUs, threads, memory, GPU checks."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+
+import pytest
+from optuna.trial import TrialState
+
+from hpo.driver import plan_placement
+from hpo.errors import HpoError
+
+from studies import assert_exact_budget, drive, make_spec
+
+
+def test_fractional_gpus_share_two_logical_gpus(ray_runtime, store):
+    # The session's Ray has 2 logical GPUs; gpu: 0.5 lets four trials run at once, two per GPU.
+    spec = make_spec(
+        objective="objectives:gpu_probe", search_space={"x": {"type": "float", "low": 0, "high": 1}},
+        resources={"cpu": 0.5, "gpu": 0.5, "memory": "64MiB"}, max_concurrent_trials=None, n_trials=4,
+    )
+    assert plan_placement(spec).concurrency == 4
+    study, _ = drive(store, spec)
+    assert_exact_budget(study, 4)
+    runs = [t.user_attrs["hpo:run"]["metrics"] for t in study.trials]
+    # All four overlapped in time...
+    assert max(r["start"] for r in runs) < min(r["end"] for r in runs)
+    # ...each saw one GPU in CUDA_VISIBLE_DEVICES, two trials per GPU.
+    assert sorted(r["gpu"] for r in runs) == [0.0, 0.0, 1.0, 1.0]
+    assert all(r["threads"] == 1 for r in runs)  # torch.set_num_threads(max(1, int(cpu)))
+
+
+def test_cpu_count_sets_torch_threads(ray_runtime, store):
+    spec = make_spec(
+        objective="objectives:gpu_probe", search_space={"x": {"type": "float", "low": 0, "high": 1}},
+        resources={"cpu": 2}, n_trials=1,
+    )
+    study, _ = drive(store, spec)
+    metrics = study.trials[0].user_attrs["hpo:run"]["metrics"]
+    assert metrics["threads"] == 2 and metrics["gpu"] == -1.0  # no GPU asked, none visible
+
+
+def test_more_gpu_than_the_cluster_has_is_refused(ray_runtime):
+    with pytest.raises(HpoError, match="gpu: 3 per trial but the Ray cluster has 2 GPUs"):
+        plan_placement(make_spec(resources={"gpu": 3}))
+
+
+def test_memory_sizes_parse():
+    assert make_spec(resources={"memory": "2GiB"}).resources.memory == 2 * 1024**3
+    assert make_spec(resources={"memory": "512MB"}).resources.memory == 512 * 1000**2
+    assert make_spec(resources={"memory": 1000}).resources.memory == 1000
+    with pytest.raises(HpoError, match="field 'resources.memory'"):
+        make_spec(resources={"memory": "lots"})
+
+
+def test_trial_timeout_fails_the_trial_with_the_reason(ray_runtime, store):
+    spec = make_spec(
+        objective="objectives:sleepy", search_space={"seconds": {"type": "categorical", "choices": [0.1, 30.0]}},
+        sampler="grid", n_trials=2, max_concurrent_trials=2, trial_timeout=2, max_failed_trials=0,
+    )
+    study, result = drive(store, spec)
+    by_state = {s: [t for t in study.trials if t.state == s] for s in TrialState}
+    assert [t.params["seconds"] for t in by_state[TrialState.COMPLETE]] == [0.1]
+    failed = by_state[TrialState.FAIL]
+    assert [t.params["seconds"] for t in failed] == [30.0]
+    assert "exceeded trial_timeout of 2 s" in failed[0].user_attrs["hpo:error"]
+    assert (failed[0].datetime_complete - failed[0].datetime_start).total_seconds() < 10
+    assert result.state == "FAILED" and "max_failed_trials=0" in result.message
+
+
+GPU_SPEC = """\
+name: gpu-study
+objective: builtin:branin
+search_space: branin
+n_trials: 2
+resources: {gpu: 1%s}
+"""
+
+
+def test_gpu_on_a_cluster_without_gpus(tmp_path):
+    """A fresh local Ray on this machine has no GPUs: refused, or run on CPUs when allowed."""
+    from test_cli import HPO, assert_one_line_error
+
+    spec = tmp_path / "gpu.yaml"
+    spec.write_text(GPU_SPEC % "")
+    db = tmp_path / "gpu.db"
+    result = subprocess.run([HPO, "run", str(spec), "--storage", f"sqlite:///{db}"], capture_output=True, text=True, timeout=120)
+    assert_one_line_error(result, "gpu: 1 per trial but the Ray cluster has no GPUs")
+    assert not db.exists()
+
+    spec.write_text(GPU_SPEC % ", cpu_fallback: true")
+    result = subprocess.run([HPO, "run", str(spec), "--storage", f"sqlite:///{db}", "--json"], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert '"complete": 2' in result.stdout and "trials run on CPUs (cpu_fallback)" in result.stdout

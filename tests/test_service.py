@@ -1,0 +1,149 @@
+"""Service mode with real processes: submit, several `hpo serve` replicas on PostgreSQL, a Ray
+cluster of two nodes, graceful stop, and the SQLite one-serve rule."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo import api
+
+from conftest import REPO, TESTS_DIR
+from test_cli import HPO, assert_one_line_error, hpo
+
+QUICK = """\
+name: {name}
+objective: builtin:branin
+objective_args: {{steps: 4, delay: 0.05}}
+search_space: branin
+sampler: random
+n_trials: {n}
+max_concurrent_trials: 2
+seed: {seed}
+"""
+
+
+def write_spec(tmp_path: Path, name: str, n: int = 6, seed: int = 0) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(QUICK.format(name=name, n=n, seed=seed))
+    return path
+
+
+def start_serve(url: str, *args: str, log: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "HPO_STORAGE"}
+    return subprocess.Popen([HPO, "serve", "--storage", url, "--poll", "0.5", *args],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 60) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+def wait_finished(url: str, names: list[str], timeout: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    states = {}
+    while time.monotonic() < deadline:
+        states = {n: api.status(n, storage=url).state for n in names}
+        if all(s in ("COMPLETED", "FAILED", "CANCELLED") for s in states.values()):
+            break
+        time.sleep(1)
+    return states
+
+
+def test_two_replicas_on_postgres_run_each_study_once(postgres_url, tmp_path):
+    names = [f"svc-{i}" for i in range(6)]
+    for i, name in enumerate(names):
+        result = hpo("submit", str(write_spec(tmp_path, name, seed=i)), "--storage", postgres_url)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == name
+    assert {s.state for s in api.list_studies(storage=postgres_url)} == {"QUEUED"}
+
+    replicas = [start_serve(postgres_url, "--max-studies", "2", log=tmp_path / f"serve{i}.log") for i in range(2)]
+    try:
+        states = wait_finished(postgres_url, names, timeout=240)
+    finally:
+        codes = [stop(p) for p in replicas]
+    logs = "\n".join((tmp_path / f"serve{i}.log").read_text() for i in range(2))
+    assert states == {n: "COMPLETED" for n in names}, logs
+    assert codes == [0, 0], logs
+    owners_seen = set()
+    for name in names:
+        study = optuna.load_study(study_name=name, storage=postgres_url)
+        trials = study.get_trials(deepcopy=False)
+        assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 6
+        assert not any(t.state == TrialState.RUNNING for t in trials)
+        owners = {t.user_attrs["hpo:run"]["owner"] for t in trials}
+        assert len(owners) == 1, f"{name} ran under {owners}"  # never two replicas at once
+        owners_seen |= owners
+    assert len(owners_seen) == 2, "both replicas should have run studies"
+    assert logs.count("running study") == 6
+
+
+def test_serve_refuses_a_second_replica_on_one_sqlite_file(tmp_path):
+    url = f"sqlite:///{tmp_path}/one.db"
+    first = start_serve(url, log=tmp_path / "first.log")
+    try:
+        deadline = time.monotonic() + 60
+        while "serving" not in (tmp_path / "first.log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        second = hpo("serve", "--storage", url, timeout=60)
+        assert_one_line_error(second, "SQLite allows one serve per file")
+    finally:
+        assert stop(first) == 0
+
+
+def test_sigterm_hands_running_trials_back_and_the_next_serve_finishes(tmp_path):
+    url = f"sqlite:///{tmp_path}/term.db"
+    spec = tmp_path / "slow.yaml"
+    spec.write_text(QUICK.format(name="slow", n=10, seed=1).replace("delay: 0.05", "delay: 0.6"))
+    assert hpo("submit", str(spec), "--storage", url).returncode == 0
+    serve = start_serve(url, log=tmp_path / "a.log")
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if api.status("slow", storage=url).complete >= 2:
+                break
+            time.sleep(0.5)
+    finally:
+        assert stop(serve) == 0
+    mid = api.status("slow", storage=url)
+    assert mid.state == "INTERRUPTED" and mid.running == 0 and mid.complete < 10
+    assert "handed back" in (tmp_path / "a.log").read_text() or mid.failed >= 0
+    serve = start_serve(url, log=tmp_path / "b.log")
+    try:
+        states = wait_finished(url, ["slow"], timeout=120)
+    finally:
+        stop(serve)
+    assert states == {"slow": "COMPLETED"}
+    final = api.status("slow", storage=url)
+    assert final.complete + final.pruned == 10 and final.running == 0
+
+
+def test_trials_run_on_both_nodes_of_a_ray_cluster(tmp_path):
+    cluster = subprocess.Popen([sys.executable, str(TESTS_DIR / "ray_cluster.py")], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        address = cluster.stdout.readline().strip()
+        assert address, "the test cluster did not start"
+        spec = write_spec(tmp_path, "cluster", n=8)
+        result = hpo("run", str(spec), "--storage", f"sqlite:///{tmp_path}/c.db", "--ray-address", address, "--json")
+        assert result.returncode == 0, result.stderr
+    finally:
+        cluster.stdin.close()
+        cluster.wait(timeout=60)
+    study = optuna.load_study(study_name="cluster", storage=f"sqlite:///{tmp_path}/c.db")
+    nodes = {t.user_attrs["hpo:run"]["node"] for t in study.trials}
+    assert len(nodes) == 2, nodes
