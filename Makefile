@@ -23,7 +23,7 @@ test: install
 	$(BIN)/python -m pytest
 
 dashboard: install
-	$(BIN)/optuna-dashboard sqlite:///demo.db --host 127.0.0.1 --port 8080
+	$(BIN)/hpo dashboard --storage sqlite:///demo.db
 
 bench: install
 	$(BIN)/python benchmarks/example_run.py

@@ -1,0 +1,252 @@
+"""`hpo dashboard`: the installed console script serving optuna-dashboard, checked in headless Chromium.
+
+The browser is Debian's chromium driven by selenium through /usr/bin/chromedriver (installed by
+.ci/install-browser); selenium never downloads a driver. Without them the browser test skips
+outside CI and fails under CI=true.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from conftest import IN_CI, REPO
+from hpo import api
+from hpo.store import Store
+
+HPO = str(Path(sys.executable).parent / "hpo")
+EXAMPLE = REPO / "examples" / "digits-mlp.yaml"
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--window-size=1400,1000",
+]
+SECRET = "SECRETPW"
+STUDY = "dash-study"
+N_TRIALS = 4
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "HPO_STORAGE"}
+
+
+def hpo(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([HPO, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=_env())
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, expected: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+    assert result.stdout == ""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket in LISTEN state on `port`, from /proc/net/tcp{,6}."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            address, port_hex = local.split(":")
+            if state == "0A" and int(port_hex, 16) == port:
+                raw = bytes.fromhex(address)
+                if width == 8:  # one little-endian 32-bit word
+                    found.add(socket.inet_ntop(socket.AF_INET, raw[::-1]))
+                else:  # four little-endian 32-bit words
+                    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                    found.add(socket.inet_ntop(socket.AF_INET6, words))
+    return found
+
+
+class Dashboard:
+    """`hpo dashboard` as a subprocess; output goes to files so a full pipe can never block it."""
+
+    def __init__(self, storage: str, port: int, tmp_path: Path, *extra: str) -> None:
+        self.port = port
+        self.out_path, self.err_path = tmp_path / "dashboard.out", tmp_path / "dashboard.err"
+        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
+            self.proc = subprocess.Popen(
+                [HPO, "dashboard", "--storage", storage, "--port", str(port), *extra],
+                stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=_env(), cwd=tmp_path,
+            )
+
+    @property
+    def output(self) -> str:
+        return self.out_path.read_text() + self.err_path.read_text()
+
+    def wait_until_listening(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"hpo dashboard exited with {self.proc.returncode}: {self.output}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        pytest.fail(f"hpo dashboard did not listen on port {self.port} within {timeout}s: {self.output}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # Ctrl-C: the documented way to stop it
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        missing.append("selenium (pip)")
+    if missing:
+        message = f"headless browser not installed: {', '.join(missing)} missing (run .ci/install-browser)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def wait_for_text(driver, *texts: str, timeout: float = 30) -> str:
+    """The page's visible text once it contains every one of `texts`; fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    body = ""
+    while time.monotonic() < deadline:
+        try:
+            body = driver.find_element("tag name", "body").text
+        except Exception:  # the page is being replaced under us; look again
+            body = ""
+        if all(text in body for text in texts):
+            return body
+        time.sleep(0.25)
+    pytest.fail(f"page {driver.current_url} never showed {texts!r} within {timeout}s; "
+                f"it showed: {body[:500]!r}")
+
+
+def test_dashboard_shows_the_study_in_a_browser(ray_runtime, sqlite_url, tmp_path, browser):
+    # Create the store's tables first, so the dashboard can start while the study runs.
+    store = Store(sqlite_url)
+    store.upgrade()
+    store.optuna  # noqa: B018 (creates Optuna's tables)
+    store.dispose()
+    port = free_port()
+    dashboard = Dashboard(sqlite_url, port, tmp_path)
+    try:
+        summary = api.run(EXAMPLE, storage=sqlite_url, n_trials=N_TRIALS, name=STUDY)
+        assert summary.complete + summary.pruned == N_TRIALS
+        dashboard.wait_until_listening()
+        assert listening_addresses(port) == {"127.0.0.1"}  # loopback only, not 0.0.0.0 or ::
+
+        base = f"http://127.0.0.1:{port}/dashboard"
+        browser.get(base)
+        wait_for_text(browser, STUDY)
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+
+        # The study list shows name and direction; the trial count is on the study's trial list.
+        browser.find_element("xpath", f"//a[contains(@href, '/studies/') and contains(., '{STUDY}')]").click()
+        wait_for_text(browser, f"{STUDY} (id=", "Intermediate values", "trial #0")
+        study_page = browser.current_url.rstrip("/")
+        assert "/studies/" in study_page
+        heading = browser.find_element("xpath", "//*[text()='Intermediate values']")
+        browser.execute_script("arguments[0].scrollIntoView()", heading)
+        browser.save_screenshot(str(ARTIFACTS / "dashboard-study.png"))
+
+        browser.get(study_page + "/trials")
+        trials_page = wait_for_text(browser, f"{N_TRIALS} Trials", "Intermediate Values")
+        assert f"{N_TRIALS} Trials" in trials_page.splitlines()
+    finally:
+        dashboard.stop()
+
+    # One line on start, and no request log afterwards.
+    lines = dashboard.output.strip().splitlines()
+    assert lines == [f"optuna-dashboard for {sqlite_url} on http://127.0.0.1:{port} (Ctrl-C stops it)"]
+    assert dashboard.proc.returncode == 0
+
+
+def test_dashboard_on_postgres_never_shows_the_password(postgres_url, tmp_path):
+    # The server trusts local connections, so any password works and must still be masked.
+    url = make_url(postgres_url).set(password=SECRET).render_as_string(hide_password=False)
+    port = free_port()
+    dashboard = Dashboard(url, port, tmp_path)
+    try:
+        dashboard.wait_until_listening()
+        from urllib.request import urlopen
+
+        with urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=10) as response:
+            body = response.read().decode()
+        assert json.loads(body) == {"study_summaries": []}  # a fresh database: served, empty
+    finally:
+        dashboard.stop()
+    assert SECRET not in dashboard.output
+    assert make_url(url).render_as_string(hide_password=True) in dashboard.output
+
+
+def test_unreachable_postgres_is_one_line_without_the_password(tmp_path):
+    result = hpo("dashboard", "--storage", f"postgresql+psycopg://u:{SECRET}@127.0.0.1:1/x?connect_timeout=2",
+                 "--port", str(free_port()), cwd=tmp_path)
+    assert_one_line_error(result, "cannot connect to storage postgresql+psycopg://u:***@127.0.0.1:1/x")
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_malformed_url_is_one_line(tmp_path):
+    result = hpo("dashboard", "--storage", "not a url", cwd=tmp_path)
+    assert_one_line_error(result, "malformed storage URL")
+
+
+def test_missing_sqlite_file_is_refused_and_not_created(tmp_path):
+    db = tmp_path / "absent.db"
+    result = hpo("dashboard", "--storage", f"sqlite:///{db}", "--port", str(free_port()), cwd=tmp_path)
+    assert_one_line_error(result, f"no store at sqlite:///{db}")
+    assert not db.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_port_in_use_is_one_line(tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'taken.db'}"
+    optuna.create_study(study_name="s", storage=url)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        result = hpo("dashboard", "--storage", url, "--port", str(sock.getsockname()[1]), cwd=tmp_path)
+    assert_one_line_error(result, "cannot listen on 127.0.0.1:")
