@@ -128,12 +128,14 @@ def submit(spec: str, storage: str | None, name: str | None, n_trials: int | Non
               help="Studies run at once; the cluster is shared evenly between them.")
 @click.option("--poll", "poll_s", default=2.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds between looks for queued studies.")
+@click.option("--lease", "lease_s", default=30.0, show_default=True, type=click.FloatRange(min=1.0),
+              help="Seconds without a renewal after which another serve takes a study over.")
 @handle_errors
-def serve(storage: str | None, ray_address: str | None, max_studies: int, poll_s: float) -> None:
+def serve(storage: str | None, ray_address: str | None, max_studies: int, poll_s: float, lease_s: float) -> None:
     """Run queued studies until stopped (SIGTERM or Ctrl-C hand running trials back)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     api.serve(storage=storage, ray_address=ray_address, max_studies=max_studies, poll_s=poll_s,
-              stop_on_signals=True)
+              lease_s=lease_s, stop_on_signals=True)
 
 
 @cli.command(name="list")

@@ -7,6 +7,7 @@ boundary), and tells the study each result. Workers never touch the database.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -18,17 +19,20 @@ from typing import Any, Protocol
 
 import optuna
 import ray
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from hpo.errors import HpoError
 from hpo.jobs import JobState
 from hpo.ray_runtime import cluster_capacity
-from hpo.recorder import StudyRecorder
+from hpo.recorder import ATTEMPT_ATTR, INFO_ATTR, RETRY_OF_ATTR, StudyRecorder
 from hpo.spec import StudySpec
 from workers.channel import ReportChannel
 from workers.runner import TrialOutcome, TrialTask, run_remote_trial
 
 _remote_trial = ray.remote(max_retries=0)(run_remote_trial)
+log = logging.getLogger("hpo.driver")
 
 
 @dataclass
@@ -72,6 +76,7 @@ class _Running:
     key: str
     ref: ray.ObjectRef
     params: dict[str, Any]
+    attempt: int = 1
     started: float = field(default_factory=time.monotonic)
 
 
@@ -133,6 +138,8 @@ class StudyDriver:
         stop: threading.Event | None = None,
         concurrency_cap: Callable[[], int] | None = None,
         owner: str = "",
+        engine: Engine | None = None,
+        lease_s: float = 30.0,
     ) -> None:
         """``heartbeat`` renews the owner's lease: None while held, else the job's new state
         (CANCELLED stops the study; anything else means another owner took it over).
@@ -140,7 +147,8 @@ class StudyDriver:
         owner); ``concurrency_cap`` bounds trials in flight (a fair share of a shared cluster)."""
         self.study = study
         self.spec = spec
-        self.recorder = StudyRecorder(study)
+        self.recorder = StudyRecorder(study, owner=owner, engine=engine)
+        self.lease_s = lease_s
         self.observer = observer
         self.heartbeat = heartbeat
         self.heartbeat_interval = heartbeat_interval
@@ -153,6 +161,7 @@ class StudyDriver:
         self._running: dict[ray.ObjectRef, _Running] = {}
         self._by_key: dict[str, _Running] = {}
         self._stop_reason: tuple[JobState, str] | None = None
+        self._terminal_failures = 0  # failures that were not retried; they count for the limit
 
     # -- public -----------------------------------------------------------------------------
 
@@ -170,7 +179,7 @@ class StudyDriver:
             while True:
                 if self.heartbeat and time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + self.heartbeat_interval
-                    state = self.heartbeat()
+                    state = self._beat()
                     if state == JobState.CANCELLED:
                         self._abandon_running("the study was cancelled")
                         self._stop_reason = (JobState.CANCELLED, "cancelled")
@@ -200,12 +209,29 @@ class StudyDriver:
         except LeaseLost:
             self._abandon_running(None)  # the new owner fails and retries them
             raise
+        except KeyboardInterrupt:
+            self._abandon_running("interrupted (Ctrl-C); the study re-runs it when resumed")
+            raise
         except BaseException as exc:
             self._abandon_running(f"driver stopped: {type(exc).__name__}")
             raise
         finally:
             ray.kill(channel)
+        self._fail_orphans()
         return self._result(deadline)
+
+    def _beat(self) -> JobState | None:
+        """Renew the job's and the running attempts' leases; None while we hold the job."""
+        try:
+            state = self.heartbeat()
+            if state is None:
+                self.recorder.renew_attempts(self.lease_s)
+            return state
+        except SQLAlchemyError as exc:
+            # The store is unreachable: keep going (writes wait in the recorder) and try again
+            # at the next beat; a takeover meanwhile shows up then as a lost lease.
+            log.warning("lease renewal failed (%s); retrying", type(exc).__name__)
+            return None
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -224,8 +250,10 @@ class StudyDriver:
         return n_trials is None or self.counts.finished + len(self._running) < n_trials
 
     def _dispatch(self, channel) -> None:
-        trial = self.study.ask()
+        trial = self.recorder.ask()
         params = self.spec.search_space.sample(trial)
+        attempt = int(trial.user_attrs.get(ATTEMPT_ATTR, 1))
+        self.recorder.attempt_started(trial.number, attempt, trial.user_attrs.get(RETRY_OF_ATTR), self.lease_s)
         key = f"{trial._trial_id}-{uuid.uuid4().hex[:8]}"
         task = TrialTask(
             key=key,
@@ -243,7 +271,7 @@ class StudyDriver:
         if self.placement.memory:
             options["memory"] = self.placement.memory
         ref = _remote_trial.options(**options).remote(task, channel)
-        run = _Running(trial=trial, key=key, ref=ref, params=params)
+        run = _Running(trial=trial, key=key, ref=ref, params=params, attempt=attempt)
         self._running[ref] = run
         self._by_key[key] = run
         self.counts.running = len(self._running)
@@ -273,13 +301,18 @@ class StudyDriver:
         run = self._running.pop(ref)
         self._by_key.pop(run.key, None)
         self.counts.running = len(self._running)
+        infrastructure = False
         if outcome is None:
             try:
                 outcome = ray.get(ref)
             except ray.exceptions.RayError as exc:
+                # The worker process or its node died (killed, OOM, node removed): not the
+                # objective's fault, so the trial is retried with the same parameters.
+                infrastructure = True
                 outcome = TrialOutcome(state="fail", error=f"{type(exc).__name__}: {_first_line(exc)}")
         info = {
             "owner": self.owner,
+            "attempt": run.attempt,
             "node": outcome.node,
             "device": outcome.device,
             "duration_s": round(outcome.duration, 4),
@@ -288,23 +321,41 @@ class StudyDriver:
         }
         if outcome.state == "complete":
             frozen = self.recorder.complete(run.trial, outcome.values, outcome.constraints, info)
-            self.counts.complete += 1
-            self._update_best(frozen)
+            if frozen is not None:
+                self.counts.complete += 1
+                self._update_best(frozen)
         elif outcome.state == "pruned":
             frozen = self.recorder.prune(run.trial, info)
-            self.counts.pruned += 1
+            if frozen is not None:
+                self.counts.pruned += 1
         else:
+            retried = infrastructure and self._retry(run.params, run.attempt, run.trial.number)
+            info["retried"] = retried
             frozen = self.recorder.fail(run.trial._trial_id, run.trial.number, outcome.error or "failed", info)
-            self.counts.failed += 1
-            if self.counts.failed > self.spec.failure_limit:
-                self._stop_reason = (
-                    JobState.FAILED,
-                    f"stopped after {self.counts.failed} failed trials "
-                    f"(max_failed_trials={self.spec.failure_limit}); last error: "
-                    f"{_last_line(outcome.error or '')}",
-                )
-        if self.observer:
+            if frozen is not None:
+                self._count_failure(outcome.error or "", retried)
+        self.recorder.attempt_finished(run.trial.number, frozen.state.name if frozen else "DROPPED", outcome.error)
+        if self.observer and frozen is not None:
             self.observer.trial_finished(frozen, self.counts, self.best)
+
+    def _retry(self, params: dict[str, Any], attempt: int, number: int) -> bool:
+        """Enqueue another attempt (same parameters) unless max_retries are used up."""
+        if attempt > self.spec.max_retries or not self.spec.retry_same_params:
+            return False
+        self.recorder.retry(params, attempt + 1, number)
+        return True
+
+    def _count_failure(self, error: str, retried: bool) -> None:
+        self.counts.failed += 1
+        if retried:
+            return
+        self._terminal_failures += 1
+        if self._terminal_failures > self.spec.failure_limit:
+            self._stop_reason = (
+                JobState.FAILED,
+                f"stopped after {self._terminal_failures} failed trials "
+                f"(max_failed_trials={self.spec.failure_limit}); last error: {_last_line(error)}",
+            )
 
     def _update_best(self, frozen: FrozenTrial) -> None:
         """Track the best feasible trial (single-objective studies; see Pareto front otherwise)."""
@@ -321,18 +372,35 @@ class StudyDriver:
     # -- recovery and shutdown --------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Count what earlier runs finished; fail trials a dead owner left RUNNING."""
-        for frozen in self.recorder.stale_running():
-            self.recorder.fail(frozen._trial_id, frozen.number, "its driver stopped before the trial finished")
-        for frozen in self.study.get_trials(deepcopy=False):
+        """Fail (and retry) trials an earlier owner left RUNNING; count what earlier runs did.
+
+        This driver owns the study now (it holds the job's lease), so any RUNNING trial
+        belongs to an owner that died or was stopped: its worker's late result, if any, is
+        dropped when that owner tries to tell it (the trial is already finished then).
+        """
+        for frozen in self.recorder.trials(states=(TrialState.RUNNING,)):
+            attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 1))
+            retried = self._retry(frozen.params, attempt, frozen.number)
+            reason = "its owner stopped before the trial finished (driver or serve died)"
+            self.recorder.fail(frozen._trial_id, frozen.number, reason, {"attempt": attempt, "retried": retried})
+            self.recorder.attempt_finished(frozen.number, "FAIL", reason)
+        for frozen in self.recorder.trials():
             state = frozen.state
-            if state == optuna.trial.TrialState.COMPLETE:
+            if state == TrialState.COMPLETE:
                 self.counts.complete += 1
                 self._update_best(frozen)
-            elif state == optuna.trial.TrialState.PRUNED:
+            elif state == TrialState.PRUNED:
                 self.counts.pruned += 1
-            elif state == optuna.trial.TrialState.FAIL:
+            elif state == TrialState.FAIL:
                 self.counts.failed += 1
+                if not (frozen.user_attrs.get(INFO_ATTR) or {}).get("retried"):
+                    self._terminal_failures += 1
+
+    def _fail_orphans(self) -> None:
+        """A trial left RUNNING that this driver does not run (e.g. an ask whose reply was lost
+        in a database outage and was retried) is failed, so nothing stays RUNNING."""
+        for frozen in self.recorder.trials(states=(TrialState.RUNNING,)):
+            self.recorder.fail(frozen._trial_id, frozen.number, "orphaned: never dispatched (store outage)")
 
     def _abandon_running(self, reason: str | None) -> None:
         """Stop running trials; record them FAIL with ``reason`` unless it is None."""
@@ -341,7 +409,9 @@ class StudyDriver:
             if reason is None:
                 continue
             try:
-                self.recorder.fail(run.trial._trial_id, run.trial.number, reason)
+                self.recorder.fail(run.trial._trial_id, run.trial.number, reason,
+                                   {"attempt": run.attempt, "retried": False})
+                self.recorder.attempt_finished(run.trial.number, "FAIL", reason)
             except Exception:  # the database may be what failed; the next owner cleans up
                 pass
         self._running.clear()

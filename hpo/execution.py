@@ -39,7 +39,7 @@ def run_job(
     driver = StudyDriver(
         study, spec, observer=observer,
         heartbeat=lambda: jobs.renew(spec.name, owner, lease_s), heartbeat_interval=heartbeat_s,
-        stop=stop, concurrency_cap=concurrency_cap, owner=owner,
+        stop=stop, concurrency_cap=concurrency_cap, owner=owner, engine=store.engine, lease_s=lease_s,
     )
     try:
         result = driver.run()

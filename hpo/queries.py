@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import HpoError
 from hpo.jobs import Job, Jobs
-from hpo.recorder import ERROR_ATTR, INFO_ATTR
+from hpo.recorder import ATTEMPT_ATTR, ERROR_ATTR, INFO_ATTR, RETRY_OF_ATTR
 from hpo.spec import StudySpec
 from hpo.store import Store
 
@@ -109,9 +109,6 @@ def summarize(store: Store, job: Job) -> StudySummary:
     )
 
 
-TRIAL_COLUMNS = ["number", "state", "values", "params", "steps", "duration_s", "node", "error"]
-
-
 def trial_row(trial: FrozenTrial) -> dict[str, Any]:
     info = trial.user_attrs.get(INFO_ATTR) or {}
     duration = None
@@ -120,6 +117,8 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
     return {
         "number": trial.number,
         "state": trial.state.name,
+        "attempt": int(trial.user_attrs.get(ATTEMPT_ATTR, info.get("attempt", 1))),
+        "retry_of": trial.user_attrs.get(RETRY_OF_ATTR),
         "values": trial.values,
         "params": trial.params,
         "steps": len(trial.intermediate_values),

@@ -1,62 +1,152 @@
-"""The driver's single seam for writing to the study: every Optuna write goes through here.
+"""The driver's single seam for writing to the store: every Optuna and attempt write goes here.
 
-Keeping reports, tells and failure notes in one small class lets a later version batch them
-(write-behind, one transaction per tick) without touching the scheduling logic.
+Two properties live here rather than in the scheduling logic:
+
+* Outages. Each write is retried with backoff while the database is unreachable (a restart,
+  a fail-over), so the driver pauses instead of dying; results wait in Ray's object store
+  meanwhile and are written when the database is back. Retried writes are idempotent: a tell
+  that committed before the connection broke is recognised and not told twice.
+* Batching later. Keeping reports, tells and attempt rows in one small class lets a later
+  version batch them (write-behind, one transaction per tick) without touching the driver.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from hpo.jobs import utcnow
+from hpo.schema import trial_attempts
 
 ERROR_ATTR = "hpo:error"
 INFO_ATTR = "hpo:run"
+ATTEMPT_ATTR = "hpo:attempt"
+RETRY_OF_ATTR = "hpo:retry_of"
+
+log = logging.getLogger("hpo.driver")
+T = TypeVar("T")
+
+
+def _is_outage(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(getattr(exc, "connection_invalidated", False))
 
 
 class StudyRecorder:
-    def __init__(self, study: optuna.Study) -> None:
+    def __init__(
+        self,
+        study: optuna.Study,
+        *,
+        owner: str = "",
+        engine: Engine | None = None,
+        outage_timeout: float = 600.0,
+    ) -> None:
         self.study = study
+        self.owner = owner
+        self.engine = engine  # hpo's tables; None when driving a bare Optuna study
+        self.outage_timeout = outage_timeout
         self._multi_objective = len(study.directions) > 1
+
+    # -- resilience -------------------------------------------------------------------------
+
+    def _retrying(self, what: str, func: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.outage_timeout
+        delay = 0.5
+        while True:
+            try:
+                return func()
+            except (OperationalError, DBAPIError) as exc:
+                if not _is_outage(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("store unreachable during %s; retrying in %.1f s", what, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    # -- trials ---------------------------------------------------------------------------
+
+    def ask(self) -> optuna.Trial:
+        return self._retrying("ask", self.study.ask)
 
     def report(self, trial: optuna.Trial, step: int, value: float) -> bool:
         """Store an intermediate value; True when the pruner says the trial should stop."""
         if self._multi_objective:
             # Optuna neither stores nor prunes reports of multi-objective trials; keep the
             # learning curve visible anyway, and never prune.
-            self.study._storage.set_trial_intermediate_value(trial._trial_id, step, value)
+            self._retrying(
+                "report", lambda: self.study._storage.set_trial_intermediate_value(trial._trial_id, step, value)
+            )
             return False
-        trial.report(value, step)  # Optuna keeps the first value of a step reported twice
-        return trial.should_prune()
+        # Optuna keeps the first value of a step reported twice, so a retried report is harmless.
+        self._retrying("report", lambda: trial.report(value, step))
+        return self._retrying("should_prune", trial.should_prune)
 
     def complete(
         self, trial: optuna.Trial, values: list[float], constraints: dict[str, float], info: dict[str, Any]
-    ) -> FrozenTrial:
-        trial.set_user_attr(INFO_ATTR, info)
-        for key, value in constraints.items():
-            trial.set_constraint(key, value)  # samplers read these; feasible when all <= 0
-        return self._tell(trial, values if self._multi_objective else values[0])
+    ) -> FrozenTrial | None:
+        """Tell a result; None when the trial was already finished (a late result, dropped)."""
 
-    def prune(self, trial: optuna.Trial, info: dict[str, Any]) -> FrozenTrial:
-        trial.set_user_attr(INFO_ATTR, info)
-        return self._tell(trial, state=TrialState.PRUNED)
+        def write() -> FrozenTrial:
+            trial.set_user_attr(INFO_ATTR, info)
+            for key, value in constraints.items():
+                trial.set_constraint(key, value)  # samplers read these; feasible when all <= 0
+            return self._tell(trial, values if self._multi_objective else values[0])
 
-    def fail(self, trial_id: int, number: int, reason: str, info: dict[str, Any] | None = None) -> FrozenTrial:
+        return self._told(self._retrying("tell", write), TrialState.COMPLETE)
+
+    def prune(self, trial: optuna.Trial, info: dict[str, Any]) -> FrozenTrial | None:
+        def write() -> FrozenTrial:
+            trial.set_user_attr(INFO_ATTR, info)
+            return self._tell(trial, state=TrialState.PRUNED)
+
+        return self._told(self._retrying("tell", write), TrialState.PRUNED)
+
+    def fail(
+        self, trial_id: int, number: int, reason: str, info: dict[str, Any] | None = None
+    ) -> FrozenTrial | None:
         storage = self.study._storage
-        storage.set_trial_user_attr(trial_id, ERROR_ATTR, reason)
-        if info:
-            storage.set_trial_user_attr(trial_id, INFO_ATTR, info)
-        return self._tell(number, state=TrialState.FAIL, skip_if_finished=True)
+
+        def write() -> FrozenTrial:
+            current = storage.get_trial(trial_id)
+            if current.state.is_finished():
+                return current
+            storage.set_trial_user_attr(trial_id, ERROR_ATTR, reason)
+            if info:
+                storage.set_trial_user_attr(trial_id, INFO_ATTR, info)
+            return self._tell(number, state=TrialState.FAIL)
+
+        return self._told(self._retrying("tell", write), TrialState.FAIL)
+
+    def retry(self, params: dict[str, Any], attempt: int, retry_of: int) -> None:
+        """Enqueue another attempt of a trial with the same parameters (a new Optuna trial)."""
+        self._retrying(
+            "enqueue",
+            lambda: self.study.enqueue_trial(params, user_attrs={ATTEMPT_ATTR: attempt, RETRY_OF_ATTR: retry_of}),
+        )
+
+    def _told(self, frozen: FrozenTrial, wanted: TrialState) -> FrozenTrial | None:
+        if frozen.state != wanted:
+            log.warning("trial %d was already %s; result dropped", frozen.number, frozen.state.name)
+            return None
+        return frozen
 
     def _tell(self, *args: Any, **kwargs: Any) -> FrozenTrial:
+        # skip_if_finished: a tell retried after its first try committed is not told twice.
         # Samplers that run out of points (grid, bruteforce) call study.stop() from after_trial,
         # which Optuna only allows inside study.optimize(). Mark the tell as such so the stop is
         # recorded (see `exhausted`) instead of raising before the trial is finished.
         local = self.study._thread_local
         local.in_optimize_loop = True
         try:
-            return self.study.tell(*args, **kwargs)
+            return self.study.tell(*args, skip_if_finished=True, **kwargs)
         finally:
             local.in_optimize_loop = False
 
@@ -65,5 +155,49 @@ class StudyRecorder:
         """True once the sampler said it has nothing left to sample."""
         return bool(getattr(self.study, "_stop_flag", False))
 
-    def stale_running(self) -> list[FrozenTrial]:
-        return self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
+        return self._retrying("read", lambda: self.study.get_trials(deepcopy=False, states=states))
+
+    # -- attempt rows (hpo's own table) -----------------------------------------------------
+
+    def attempt_started(self, number: int, attempt: int, retry_of: int | None, lease_s: float) -> None:
+        if self.engine is None:
+            return
+        now = utcnow()
+        row = dict(
+            study_name=self.study.study_name, trial_number=number, attempt=attempt, retry_of=retry_of,
+            owner=self.owner, state="RUNNING", lease_expires_at=now + timedelta(seconds=lease_s), started_at=now,
+        )
+
+        def write() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(trial_attempts.insert().values(**row))
+
+        self._retrying("attempt", write)
+
+    def attempt_finished(self, number: int, state: str, reason: str | None = None) -> None:
+        if self.engine is None:
+            return
+
+        def write() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    trial_attempts.update()
+                    .where(trial_attempts.c.study_name == self.study.study_name,
+                           trial_attempts.c.trial_number == number, trial_attempts.c.state == "RUNNING")
+                    .values(state=state, reason=reason, finished_at=utcnow(), lease_expires_at=None)
+                )
+
+        self._retrying("attempt", write)
+
+    def renew_attempts(self, lease_s: float) -> None:
+        """Extend the lease of every attempt this owner is running (one statement)."""
+        if self.engine is None:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                trial_attempts.update()
+                .where(trial_attempts.c.study_name == self.study.study_name,
+                       trial_attempts.c.owner == self.owner, trial_attempts.c.state == "RUNNING")
+                .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+            )

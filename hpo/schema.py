@@ -28,3 +28,24 @@ jobs = sa.Table(
     sa.UniqueConstraint("study_name", name="uq_hpo_jobs_study_name"),
     sa.Index("ix_hpo_jobs_state", "state"),
 )
+
+
+# One row per attempt of a trial: a retry is a new Optuna trial (same parameters) whose row
+# points at the trial it retries. The owner renews the lease of its running attempts.
+trial_attempts = sa.Table(
+    "hpo_trial_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_name", sa.String(512), nullable=False),
+    sa.Column("trial_number", sa.Integer, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("retry_of", sa.Integer, nullable=True),
+    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("lease_expires_at", sa.DateTime(), nullable=True),
+    sa.Column("started_at", sa.DateTime(), nullable=False),
+    sa.Column("finished_at", sa.DateTime(), nullable=True),
+    sa.UniqueConstraint("study_name", "trial_number", name="uq_hpo_trial_attempts_trial"),
+    sa.Index("ix_hpo_trial_attempts_owner_state", "owner", "state"),
+)

@@ -70,7 +70,7 @@ class Server:
         self.max_studies = max_studies
         self.poll_s = poll_s
         self.lease_s = lease_s
-        self.heartbeat_s = heartbeat_s
+        self.heartbeat_s = min(heartbeat_s, lease_s / 3)
         self.owner = owner or default_owner()
         self.share = FairShare()
         self.stopping = threading.Event()
@@ -93,7 +93,7 @@ class Server:
                     self._start(job)
                 backoff = self.poll_s
             except SQLAlchemyError as exc:
-                log.warning("store unavailable (%s); retrying in %.0f s", self.store.scrub(exc), backoff)
+                log.warning("store unavailable (%s); retrying in %.1f s", self.store.scrub(exc), backoff)
                 backoff = min(backoff * 2, 30.0)
             stop.wait(backoff)
         log.info("stopping: handing %d running studies back", len(self._threads))

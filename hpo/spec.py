@@ -99,6 +99,10 @@ class StudySpec(_Strict):
     max_concurrent_trials: int | None = Field(default=None, gt=0)
     max_failed_trials: int | None = Field(default=None, ge=0)
     trial_timeout: float | None = Field(default=None, gt=0, description="seconds per trial")
+    # A trial whose worker died (killed, out of memory, node lost) or whose owner died is run
+    # again up to max_retries times, with the same parameters unless retry_same_params is off.
+    max_retries: int = Field(default=2, ge=0)
+    retry_same_params: bool = True
     resources: Resources = Field(default_factory=Resources)
     seed: int | None = None
     enqueue: list[dict[str, Any]] = Field(default_factory=list)

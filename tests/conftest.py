@@ -82,7 +82,7 @@ def _mysql_server() -> str:
 def _fresh_database(server_url: str, create: str, drop: str):
     """Create a uniquely named database on the server; yield its URL; drop it afterwards."""
     name = f"hpo_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(sa.text(create.format(name=name)))
     try:

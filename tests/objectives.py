@@ -83,3 +83,20 @@ def gpu_probe(params, reporter):
         start=start, end=time.time(),
     )
     return params["x"]
+
+
+def pid_writer(params, reporter, workdir: str, steps: int = 6, delay: float = 0.25):
+    """Leaves `<trial>-<pid>.pid` in `workdir` while it runs, so a test can kill its worker."""
+    import os
+    from pathlib import Path
+
+    mark = Path(workdir) / f"{reporter.trial_number}-{os.getpid()}.pid"
+    mark.write_text("")
+    try:
+        value = params["x"]
+        for step in range(steps):
+            time.sleep(delay)
+            reporter.report(step, value + 1.0 / (step + 1))
+        return value
+    finally:
+        mark.unlink(missing_ok=True)

@@ -91,8 +91,12 @@ def test_resume_counts_earlier_trials_and_fails_stale_running(ray_runtime, store
     assert counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] == 5
     assert counts[TrialState.RUNNING] == 0
     frozen = study.trials[stale.number]
-    assert frozen.state == TrialState.FAIL and "driver stopped" in frozen.user_attrs[ERROR_ATTR]
+    assert frozen.state == TrialState.FAIL and "its owner stopped" in frozen.user_attrs[ERROR_ATTR]
     assert result.counts.finished == 5
+    # The stale trial was retried with the same parameters, as attempt 2.
+    retries = [t for t in study.trials if t.user_attrs.get("hpo:retry_of") == stale.number]
+    assert len(retries) == 1 and retries[0].params["x"] == frozen.params["x"]
+    assert retries[0].user_attrs["hpo:attempt"] == 2
 
 
 def test_trial_seeds_depend_on_study_seed_and_number():

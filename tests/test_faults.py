@@ -1,0 +1,183 @@
+"""Fault injection with real processes; every assertion is read back from the database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy as sa
+from optuna.trial import TrialState
+
+from hpo import api
+from hpo.schema import trial_attempts
+
+from conftest import IN_CI, TESTS_DIR
+from studies import make_spec
+from test_cli import hpo
+from test_service import start_serve, stop, wait_finished
+
+
+def attempts(url: str, study: str) -> list[dict]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(trial_attempts).where(trial_attempts.c.study_name == study)).all()
+    engine.dispose()
+    return [dict(r._mapping) for r in rows]
+
+
+def assert_exact(study: optuna.Study, n: int) -> None:
+    trials = study.get_trials(deepcopy=False)
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == n
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def assert_retried(study: optuna.Study, failed: list) -> None:
+    """Each failed trial was retried once, with the same parameters, as the next attempt."""
+    for trial in failed:
+        retries = [t for t in study.trials if t.user_attrs.get("hpo:retry_of") == trial.number]
+        assert len(retries) == 1, trial.number
+        assert retries[0].params == trial.params
+        assert retries[0].user_attrs["hpo:attempt"] == trial.user_attrs["hpo:run"]["attempt"] + 1
+
+
+def test_killing_ray_workers_five_times(ray_runtime, sqlite_url, tmp_path):
+    spec = make_spec(
+        name="kills", objective="objectives:pid_writer", search_space={"x": {"type": "float", "low": 0, "high": 1}},
+        objective_args={"workdir": str(tmp_path), "steps": 6, "delay": 0.25}, sampler="random",
+        n_trials=20, max_concurrent_trials=2, max_retries=2,
+    )
+    killed: list[int] = []
+    done = threading.Event()
+
+    def first_attempt(number: int) -> bool:
+        trials = optuna.load_study(study_name="kills", storage=sqlite_url).get_trials(deepcopy=False)
+        return number < len(trials) and "hpo:attempt" not in trials[number].user_attrs
+
+    def killer() -> None:
+        seen = set()
+        while len(killed) < 5 and not done.is_set():
+            for mark in sorted(tmp_path.glob("*.pid")):
+                number, pid = map(int, mark.stem.split("-"))
+                if number in seen or not first_attempt(number):  # kill first attempts only
+                    continue
+                seen.add(number)
+                time.sleep(0.4)  # let it report a step or two first
+                if mark.exists():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(number)
+                    time.sleep(1.0)
+                break
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        summary = api.run(spec, storage=sqlite_url)
+    finally:
+        done.set()
+        thread.join()
+    assert len(killed) == 5
+    study = optuna.load_study(study_name="kills", storage=sqlite_url)
+    assert_exact(study, 20)
+    assert summary.state == "COMPLETED" and summary.complete + summary.pruned == 20
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert sorted(t.number for t in failed) == sorted(killed)
+    for trial in failed:
+        assert "Worker" in trial.user_attrs["hpo:error"] or "died" in trial.user_attrs["hpo:error"]
+    assert_retried(study, failed)
+    rows = attempts(sqlite_url, "kills")
+    assert len(rows) == 25  # 20 trials + 5 retries, one row per attempt
+    assert sorted(r["trial_number"] for r in rows if r["state"] == "FAIL") == sorted(killed)
+    assert all(r["state"] in ("COMPLETE", "PRUNED", "FAIL") and r["finished_at"] for r in rows)
+    # `hpo trials` shows the attempts.
+    shown = {row["number"]: row for row in api.trials("kills", storage=sqlite_url)}
+    for trial in failed:
+        retry = next(t for t in study.trials if t.user_attrs.get("hpo:retry_of") == trial.number)
+        assert shown[retry.number]["attempt"] == 2 and shown[retry.number]["retry_of"] == trial.number
+
+
+SLOW = """\
+name: {name}
+objective: builtin:branin
+objective_args: {{steps: 5, delay: 0.3}}
+search_space: branin
+sampler: random
+n_trials: {n}
+max_concurrent_trials: 2
+seed: 4
+"""
+
+
+def test_kill_9_of_serve_then_another_serve_finishes_exactly(tmp_path):
+    url = f"sqlite:///{tmp_path}/crash.db"
+    spec = tmp_path / "crash.yaml"
+    spec.write_text(SLOW.format(name="crash", n=12))
+    assert hpo("submit", str(spec), "--storage", url).returncode == 0
+    first = start_serve(url, "--lease", "4", log=tmp_path / "first.log")
+    try:
+        deadline = time.monotonic() + 120
+        while api.status("crash", storage=url).complete < 3 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        while api.status("crash", storage=url).running == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    mid = api.status("crash", storage=url)
+    assert mid.state == "RUNNING" and mid.running >= 1  # the dead owner left them behind
+    second = start_serve(url, "--lease", "4", log=tmp_path / "second.log")
+    try:
+        states = wait_finished(url, ["crash"], timeout=180)
+    finally:
+        stop(second)
+    assert states == {"crash": "COMPLETED"}, (tmp_path / "second.log").read_text()
+    study = optuna.load_study(study_name="crash", storage=url)
+    assert_exact(study, 12)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == mid.running
+    assert all("its owner stopped" in t.user_attrs["hpo:error"] for t in failed)
+    assert_retried(study, failed)
+    owners = {t.user_attrs["hpo:run"]["owner"] for t in study.trials if t.state == TrialState.COMPLETE}
+    assert len(owners) == 2  # both serves finished trials; none was told twice
+    assert len({t.number for t in study.trials}) == len(study.trials)
+
+
+def _postgres_restart_command() -> list[str]:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"]
+
+
+@pytest.mark.skipif(
+    not (IN_CI or os.environ.get("HPO_TEST_RESTART_POSTGRES")),
+    reason="restarts the machine's PostgreSQL: runs under CI (or with HPO_TEST_RESTART_POSTGRES=1)",
+)
+def test_postgres_restart_mid_study(postgres_url, tmp_path):
+    spec = tmp_path / "pg.yaml"
+    spec.write_text(SLOW.format(name="pg-restart", n=14))
+    assert hpo("submit", str(spec), "--storage", postgres_url).returncode == 0
+    serve = start_serve(postgres_url, log=tmp_path / "serve.log")
+    try:
+        deadline = time.monotonic() + 120
+        while api.status("pg-restart", storage=postgres_url).complete < 3 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        restart = subprocess.run(_postgres_restart_command(), capture_output=True, text=True, timeout=120)
+        assert restart.returncode == 0, restart.stderr
+        states = wait_finished(postgres_url, ["pg-restart"], timeout=240)
+    finally:
+        code = stop(serve)
+    log = (tmp_path / "serve.log").read_text()
+    assert states == {"pg-restart": "COMPLETED"}, log
+    assert code == 0, log
+    study = optuna.load_study(study_name="pg-restart", storage=postgres_url)
+    assert_exact(study, 14)
+    # No result lost: every attempt that ended is recorded, and any failed one was retried.
+    rows = attempts(postgres_url, "pg-restart")
+    assert all(r["finished_at"] for r in rows)
+    assert_retried(study, [t for t in study.trials if t.state == TrialState.FAIL and
+                           (t.user_attrs.get("hpo:run") or {}).get("retried")])
