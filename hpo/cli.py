@@ -10,7 +10,7 @@ import logging
 import sys
 
 import click
-from rich.console import Console
+from rich.console import Console as RichConsole
 
 from hpo import __version__, api
 from hpo.errors import HpoError
@@ -24,6 +24,14 @@ ray_option = click.option(
     help="Join this Ray cluster (e.g. 127.0.0.1:6380) [default: start a local one].",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+cpu_watts_option = click.option(
+    "--cpu-watts", envvar="HPO_CPU_WATTS", show_envvar=True, type=click.FloatRange(min=0), default=None,
+    help="Watts per CPU core, for the energy estimate [default: 15].",
+)
+gpu_watts_option = click.option(
+    "--gpu-watts", envvar="HPO_GPU_WATTS", show_envvar=True, type=click.FloatRange(min=0), default=None,
+    help="Watts per GPU, for the energy estimate [default: 300].",
+)
 
 
 def _quiet_libraries() -> None:
@@ -78,6 +86,11 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+def _console() -> RichConsole:
+    """A rich console; piped output (logs, CI) gets a wide fixed width instead of 80 columns."""
+    return RichConsole() if sys.stdout.isatty() else RichConsole(width=200)
+
+
 def _echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
@@ -102,7 +115,7 @@ def run(
         summary = api.run(spec, **options)
         _echo_json(summary.to_dict())
     else:
-        console = Console()
+        console = _console()
         with ProgressBar(console) as bar:
             summary = api.run(spec, **options, observer=bar)
         console.print(summary_table(summary))
@@ -150,7 +163,7 @@ def list_(storage: str | None, as_json: bool) -> None:
     if as_json:
         _echo_json([s.to_dict() for s in studies])
     else:
-        Console().print(studies_table(studies))
+        _console().print(studies_table(studies))
 
 
 @cli.command()
@@ -158,20 +171,32 @@ def list_(storage: str | None, as_json: bool) -> None:
 @storage_option
 @click.option("--watch", is_flag=True, help="Refresh until the study finishes (Ctrl-C to leave).")
 @click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.2))
+@cpu_watts_option
+@gpu_watts_option
 @json_option
 @handle_errors
-def status(name: str, storage: str | None, watch: bool, interval: float, as_json: bool) -> None:
-    """Show a study's state, trial counts and best value."""
+def status(
+    name: str, storage: str | None, watch: bool, interval: float, cpu_watts: float | None,
+    gpu_watts: float | None, as_json: bool,
+) -> None:
+    """Show a study's state, trial counts, best value, and the compute it used and saved."""
+    from hpo.accounting import with_watts
     from hpo.progress import summary_table, watch_status
 
+    def fetch():
+        summary = api.status(name, storage=storage)
+        if summary.compute is not None:
+            summary.compute = with_watts(summary.compute, cpu_watts, gpu_watts)
+        return summary
+
     if watch:
-        watch_status(lambda: api.status(name, storage=storage), interval)
+        watch_status(fetch, interval)
         return
-    summary = api.status(name, storage=storage)
+    summary = fetch()
     if as_json:
         _echo_json(summary.to_dict())
     else:
-        Console().print(summary_table(summary))
+        _console().print(summary_table(summary))
 
 
 @cli.command()
@@ -189,7 +214,7 @@ def best(name: str, storage: str | None, as_json: bool) -> None:
             "number": summary.best_trial, "value": summary.best_value, "params": summary.best_params}
         _echo_json(data)
     else:
-        Console().print(best_table(summary))
+        _console().print(best_table(summary))
 
 
 FORMATS = ("table", "json", "csv")
@@ -217,7 +242,7 @@ def trials(name: str, storage: str | None, fmt: str) -> None:
             writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()})
         click.echo(out.getvalue(), nl=False)
     else:
-        Console().print(trials_table(name, rows))
+        _console().print(trials_table(name, rows))
 
 
 @cli.command()
@@ -249,11 +274,40 @@ def export(name: str, storage: str | None, output: str | None) -> None:
     """Export a study (spec, trials, learning curves) as JSON."""
     text = json.dumps(api.export(name, storage=storage), indent=2, default=str)
     if output:
-        with open(output, "w") as fh:
-            fh.write(text + "\n")
+        try:
+            with open(output, "w") as fh:
+                fh.write(text + "\n")
+        except OSError as exc:
+            raise HpoError(f"cannot write {output}: {exc.strerror}") from None
         click.echo(f"{name}: exported to {output}")
     else:
         click.echo(text)
+
+
+@cli.command(name="report")
+@click.argument("name")
+@storage_option
+@click.option("--output", "-o", "output_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for report.html and the PNG images [default: ./hpo-report-NAME/].")
+@cpu_watts_option
+@gpu_watts_option
+@click.option("--gap", "gap_threshold", type=click.FloatRange(min=0), default=0.05, show_default=True,
+              help="Flag best trials whose train/validation gap is larger than this.")
+@click.option("--no-png", is_flag=True, help="Write only the HTML file.")
+@handle_errors
+def report_(
+    name: str, storage: str | None, output_dir: str | None, cpu_watts: float | None, gpu_watts: float | None,
+    gap_threshold: float, no_png: bool,
+) -> None:
+    """Write a study report: one self-contained HTML file with plots, and PNG images."""
+    from hpo.report import write_report
+
+    files = write_report(name, storage=storage, output_dir=output_dir, cpu_watts=cpu_watts,
+                         gpu_watts=gpu_watts, gap_threshold=gap_threshold, png=not no_png)
+    drawn = sum(f.drawn for f in files.report.figures)
+    click.echo(f"{name}: report written to {files.html} ({drawn} figures, {len(files.pngs)} PNG images)")
+    if files.png_skipped and not no_png:
+        click.echo(f"warning: PNG images not written: {files.png_skipped}", err=True)
 
 
 @cli.command()

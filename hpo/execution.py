@@ -10,6 +10,7 @@ import optuna
 
 from hpo.driver import DriverResult, LeaseLost, Observer, StudyDriver
 from hpo.jobs import Jobs, JobState
+from hpo.owned_storage import OwnedStudyStorage
 from hpo.spec import StudySpec
 from hpo.store import Store
 
@@ -33,8 +34,10 @@ def run_job(
     Raises driver.LeaseLost if another owner took the job over (nothing more is written then).
     """
     jobs = Jobs(store.engine)
+    # We hold the lease: the study's reads can come from memory, its writes still go to SQL.
+    storage = OwnedStudyStorage(store.optuna, spec.name)
     study = optuna.load_study(
-        study_name=spec.name, storage=store.optuna, sampler=spec.build_sampler(), pruner=spec.build_pruner()
+        study_name=spec.name, storage=storage, sampler=spec.build_sampler(), pruner=spec.build_pruner()
     )
     driver = StudyDriver(
         study, spec, observer=observer,

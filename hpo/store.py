@@ -130,11 +130,17 @@ class Store:
     def optuna(self) -> optuna.storages.RDBStorage:
         """Optuna's RDB storage on the same database (created on first use)."""
         try:
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 self.url.render_as_string(hide_password=False), engine_kwargs=self._engine_kwargs()
             )
         except SQLAlchemyError as exc:
             raise HpoError(f"cannot open storage {self.masked}: {self.scrub(exc)}") from None
+        if self.is_sqlite:
+            # Optuna builds its own engine: give its connections the same pragmas as ours
+            # (busy timeout, and synchronous=NORMAL, which is durable with WAL).
+            storage.engine.dispose()
+            sa.event.listen(storage.engine, "connect", _sqlite_pragmas)
+        return storage
 
     def dispose(self) -> None:
         if "engine" in self.__dict__:
