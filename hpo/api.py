@@ -20,6 +20,7 @@ from hpo.errors import HpoError
 from hpo.execution import run_job
 from hpo.jobs import FINISHED, Jobs, JobState, default_owner
 from hpo.queries import StudySummary, export_study, get_job, list_jobs, summarize, trial_rows
+from hpo.report import report
 from hpo.ray_runtime import ray_session
 from hpo.spec import StudySpec, load_spec
 from hpo.store import Store
@@ -27,7 +28,7 @@ from hpo.submission import check_new_study, check_objective, create_study
 
 __all__ = [
     "HpoError", "StudySummary", "best", "cancel", "delete", "export", "list_studies", "resume",
-    "run", "serve", "status", "submit", "trials", "upgrade_db", "wait",
+    "report", "run", "serve", "status", "submit", "trials", "upgrade_db", "wait",
 ]
 
 RunSummary = StudySummary  # what `run` returns: the study's summary read back from the store

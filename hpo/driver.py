@@ -316,8 +316,11 @@ class StudyDriver:
             "node": outcome.node,
             "device": outcome.device,
             "duration_s": round(outcome.duration, 4),
+            "cpu_s": round(outcome.cpu_s, 4),
+            "gpu_s": round(outcome.gpu_s, 4),
             "last_step": outcome.last_step,
             "metrics": outcome.metrics,
+            "history": {str(k): v for k, v in sorted(outcome.history.items())},
         }
         if outcome.state == "complete":
             frozen = self.recorder.complete(run.trial, outcome.values, outcome.constraints, info)

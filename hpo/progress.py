@@ -72,6 +72,8 @@ def summary_table(summary) -> Table:
         table.add_row("note", summary.message)
     if summary.infeasible:
         table.add_row("infeasible", f"{summary.infeasible} complete trials violate constraints")
+    for what, text in compute_rows(getattr(summary, "compute", None)):
+        table.add_row(what, text)
     if summary.pareto_front is not None:
         names = summary.metrics or [f"value {i}" for i in range(len(summary.directions))]
         heading = ", ".join(f"{n} ({d})" for n, d in zip(names, summary.directions))
@@ -86,6 +88,33 @@ def summary_table(summary) -> Table:
         for key, value in summary.best_params.items():
             table.add_row(f"  {key}", _value(value))
     return table
+
+
+def compute_rows(compute: dict | None) -> list[tuple[str, str]]:
+    """The `compute` and `saved by pruning` rows of a summary (see hpo.accounting)."""
+    if not compute:
+        return []
+    watts = f"at {compute['cpu_watts']:g} W per CPU core, {compute['gpu_watts']:g} W per GPU"
+    rows = [("compute", f"{_usage(compute)} ({compute['trials_measured']} trials measured; {watts})")]
+    saved = compute["saved"]
+    if saved["pruned_trials"]:
+        rows.append((
+            "saved by pruning",
+            f"{_usage(saved)} (estimated): {saved['pruned_trials']} pruned trials skipped "
+            f"{saved['epochs']} epochs (a full run is {saved['full_epochs']})",
+        ))
+    else:
+        rows.append(("saved by pruning", "nothing: no trial was pruned"))
+    return rows
+
+
+def _usage(data: dict) -> str:
+    return f"{_hours(data['cpu_s'], 'CPU')}, {_hours(data['gpu_s'], 'GPU')}, {data['kwh']:.3g} kWh"
+
+
+def _hours(seconds: float, unit: str) -> str:
+    text = f"{seconds / 3600:.3g} {unit}-h"
+    return text + (f" ({seconds:.1f} {unit}-s)" if 0 < seconds < 3600 else "")
 
 
 def _value(value) -> str:

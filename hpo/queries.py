@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.accounting import study_compute
 from hpo.errors import HpoError
 from hpo.jobs import Job, Jobs
 from hpo.recorder import ATTEMPT_ATTR, ERROR_ATTR, INFO_ATTR, RETRY_OF_ATTR
@@ -41,6 +42,8 @@ class StudySummary:
     infeasible: int = 0
     # Multi-objective studies: the (feasible) Pareto front instead of one best trial.
     pareto_front: list[dict[str, Any]] | None = None
+    # Compute used by the trials and saved by pruning, with an energy estimate (hpo.accounting).
+    compute: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,7 +72,9 @@ def load_study(store: Store, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=store.optuna)
 
 
-def summarize(store: Store, job: Job) -> StudySummary:
+def summarize(
+    store: Store, job: Job, *, cpu_watts: float | None = None, gpu_watts: float | None = None
+) -> StudySummary:
     spec = StudySpec.from_json(job.spec)
     study = load_study(store, job.study_name)
     trials = study.get_trials(deepcopy=False)
@@ -106,6 +111,7 @@ def summarize(store: Store, job: Job) -> StudySummary:
         elapsed_s=elapsed,
         infeasible=len(complete) - len(feasible),
         pareto_front=front,
+        compute=study_compute(trials, spec.objective_args, cpu_watts=cpu_watts, gpu_watts=gpu_watts),
     )
 
 

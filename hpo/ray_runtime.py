@@ -45,6 +45,8 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
     if address:
         kwargs["address"] = address
     else:
+        # "local": always a new runtime, never a cluster that `ray start` left on this machine.
+        kwargs["address"] = "local"
         kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
         kwargs["dashboard_host"] = "127.0.0.1"
     try:

@@ -34,7 +34,7 @@ def ray_runtime():
     """A local Ray for the whole session: 2 CPUs, 2 logical GPUs, token auth on, no dashboard."""
     if not ray.is_initialized():
         # 2 logical GPUs (no physical one here) so GPU placement is tested for real in Ray.
-        ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
 

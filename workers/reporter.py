@@ -40,7 +40,9 @@ class Reporter:
         self._send = send
         self._stopped = False
         self.last_step: int | None = None
-        self.metrics: dict[str, float] = {}
+        self.metrics: dict[str, float] = {}  # the latest value of each logged metric
+        self.history: dict[int, dict[str, float]] = {}  # step -> metrics logged for that step
+        self._pending: dict[str, float] = {}
 
     @classmethod
     def local(cls, seed: int = 0, device: str = "cpu") -> Reporter:
@@ -55,16 +57,21 @@ class Reporter:
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
         self.last_step = step
+        if self._pending:
+            self.history.setdefault(step, {}).update(self._pending)
+            self._pending = {}
         if self._send is not None and self._send(step, value):
             self._stopped = True
             raise Pruned(f"trial {self.trial_number} pruned at step {step}")
 
     def log(self, **metrics: Any) -> None:
-        """Record extra metrics (e.g. train_loss) kept with the trial's result."""
+        """Record extra metrics (e.g. train_accuracy) for the step reported next; they are kept
+        with the trial (its latest values, and per step for learning curves)."""
         for key, val in metrics.items():
             val = float(val)
             if math.isfinite(val):
                 self.metrics[key] = val
+                self._pending[key] = val
 
     @property
     def should_stop(self) -> bool:

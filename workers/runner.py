@@ -47,9 +47,12 @@ class TrialOutcome:
     error: str | None = None
     last_step: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    history: dict[int, dict[str, float]] = field(default_factory=dict)
     node: str = ""
     device: str = "cpu"
     duration: float = 0.0
+    cpu_s: float = 0.0  # CPU time of the worker process while it ran the trial
+    gpu_s: float = 0.0  # wall time x GPUs assigned
 
 
 def resolve_objective(ref: str, import_path: str | None = None):
@@ -122,7 +125,7 @@ def pick_device() -> str:
 
 def run_trial(task: TrialTask, send) -> TrialOutcome:
     """Run the objective with a reporter wired to ``send``; never raises for objective errors."""
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     device = pick_device()
     _limit_threads(task.cpu)
     reporter = Reporter(trial_number=task.trial_number, seed=task.seed, device=device, send=send)
@@ -142,8 +145,19 @@ def run_trial(task: TrialTask, send) -> TrialOutcome:
         outcome.error = _short_traceback(exc)
     outcome.last_step = reporter.last_step
     outcome.metrics = dict(reporter.metrics)
+    outcome.history = dict(reporter.history)
     outcome.duration = time.monotonic() - started
+    outcome.cpu_s = time.process_time() - cpu_started
+    outcome.gpu_s = outcome.duration * _assigned_gpus()
     return outcome
+
+
+def _assigned_gpus() -> float:
+    import ray
+
+    if not ray.is_initialized():  # outside a Ray worker (e.g. a test calling run_trial)
+        return 0.0
+    return float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
 
 
 def _limit_threads(cpu: float) -> None:
@@ -155,12 +169,9 @@ def _limit_threads(cpu: float) -> None:
 
 
 def _node() -> str:
-    try:
-        import ray
+    import ray
 
-        return ray.get_runtime_context().get_node_id()
-    except Exception:
-        return ""
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 def _short_traceback(exc: BaseException, lines: int = 12) -> str:

@@ -1,0 +1,275 @@
+"""`hpo report`: the HTML report and PNG images of finished studies, checked against the database
+and opened in a real headless browser (Debian's chromium through selenium, as in
+test_dashboard.py; skipped outside CI when it is not installed).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import tempfile
+import time
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from conftest import IN_CI, REPO
+from hpo import api
+from hpo.report import DATA_ID, timeline_lanes, trial_gap, write_report
+from studies import make_spec
+from test_dashboard import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, assert_one_line_error, hpo
+
+EXAMPLE = REPO / "examples" / "digits-mlp.yaml"
+ARTIFACTS = REPO / "test-artifacts"
+SO, MO = "report-mlp", "report-mo"
+# kaleido renders the PNG images in a headless Chrome/Chromium; under CI there must be one.
+HAVE_CHROME = CHROMIUM.exists() or bool(shutil.which("chromium") or shutil.which("google-chrome"))
+
+
+def load(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def embedded_data(page: str) -> dict:
+    match = re.search(rf'<script type="application/json" id="{DATA_ID}">(.*?)</script>', page, re.S)
+    assert match, "no embedded report data"
+    return json.loads(match.group(1).replace("<\\/", "</"))
+
+
+def figure(files, key):
+    return next(f for f in files.report.figures if f.key == key)
+
+
+@pytest.fixture(scope="module")
+def reports(ray_runtime, tmp_path_factory):
+    """Two finished studies in one SQLite store, and a report of each."""
+    tmp = tmp_path_factory.mktemp("report")
+    url = f"sqlite:///{tmp / 'report.db'}"
+    summary = api.run(EXAMPLE, storage=url, n_trials=6, name=SO)
+    assert summary.state == "COMPLETED" and summary.complete + summary.pruned == 6, summary
+    mo = make_spec(
+        name=MO, objective="objectives:two_objectives", search_space={"x": {"type": "float", "low": -2, "high": 4}},
+        directions=["minimize", "minimize"], metrics=["f1", "f2"], sampler="nsgaii", n_trials=8,
+    )
+    assert api.run(mo, storage=url).complete == 8
+    so = write_report(SO, storage=url, output_dir=tmp / "so")
+    mo = write_report(MO, storage=url, output_dir=tmp / "mo", png=False)
+    return SimpleNamespace(url=url, dir=tmp, so=so, mo=mo)
+
+
+def test_single_objective_report_matches_the_database(reports):
+    files = reports.so
+    study = load(reports.url, SO)
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert files.html == reports.dir / "so" / "report.html" and files.html.is_file()
+    page = files.html.read_text()
+
+    # Offline: plotly.js is inline, once; no script or stylesheet is fetched from anywhere.
+    assert not re.search(r"<script[^>]+src=|<link[^>]+href=", page)
+    assert page.count("Plotly.newPlot(") == sum(f.drawn for f in files.report.figures) >= 5
+
+    # The headline numbers are the database's.
+    assert f"Study {SO}" in page
+    assert f"{len(complete) + len(pruned)} of 6 finished: {len(complete)} complete, {len(pruned)} pruned" in page
+    assert f"<span id='best-value'>{study.best_value:.6g}</span>" in page
+    cpu_s = sum(t.user_attrs["hpo:run"]["cpu_s"] for t in trials)
+    assert cpu_s > 0
+    assert f"<span id='cpu-seconds'>{cpu_s:.2f}</span>" in page
+    data = embedded_data(page)
+    assert data["summary"]["best_value"] == study.best_value
+    assert data["summary"]["best_trial"] == study.best_trial.number
+    assert data["summary"]["compute"]["cpu_s"] == pytest.approx(cpu_s, abs=1e-9)
+    assert [t["number"] for t in data["trials"]] == [t.number for t in trials]
+    assert [t["cpu_s"] for t in data["trials"]] == [t.user_attrs["hpo:run"]["cpu_s"] for t in trials]
+
+    # Every section is there: a plot, or a note saying why not.
+    keys = {f.key for f in files.report.figures}
+    assert {"optimization-history", "intermediate-values", "parallel-coordinate", "slice", "importance-ped-anova",
+            "importance-fanova", "timeline", "train-validation", "compute-cpu"} <= keys
+    for fig in files.report.figures:
+        assert (f'id="fig-{fig.key}"' in page) if fig.drawn else (f"id='note-{fig.key}'" in page), fig.key
+
+    # Figures plot what the database holds.
+    history = figure(files, "optimization-history").figure
+    assert sorted(zip(history.data[0].x, history.data[0].y)) == sorted((t.number, t.value) for t in complete)
+    curves = {tr.name: list(tr.y) for tr in figure(files, "intermediate-values").figure.data}
+    for t in complete + pruned:
+        name = f"Trial{t.number}" + (" (pruned)" if t.state == TrialState.PRUNED else "")
+        assert curves[name] == [v for _, v in sorted(t.intermediate_values.items())]
+    timeline = figure(files, "timeline").figure
+    assert sum(len(bar.y) for bar in timeline.data) == len(trials)
+    used = [bar for bar in figure(files, "compute-cpu").figure.data if bar.name.startswith("used")]
+    assert sum(sum(bar.y) for bar in used) == pytest.approx(cpu_s)
+
+    # The overfitting signal: builtin:mlp logs train_accuracy, the study reports validation
+    # accuracy; the gap at the last step is the one the worker logged itself.
+    gaps = files.report.gaps
+    assert gaps and [g.number for g in gaps] == [t.number for t in sorted(complete, key=lambda t: -t.value)][:5]
+    for gap in gaps:
+        info = study.trials[gap.number].user_attrs["hpo:run"]
+        assert gap.train_metric == "train_accuracy" and gap.validation_metric == "reported value"
+        assert gap.gap == pytest.approx(info["history"][str(info["last_step"])]["generalization_gap"])
+        assert gap.flagged == (gap.gap > 0.05)
+    assert figure(files, "train-validation").drawn
+
+    # One PNG per drawn figure (rendered by kaleido in headless Chromium).
+    if HAVE_CHROME or IN_CI:
+        assert files.png_skipped is None, files.png_skipped
+        assert sorted(p.name for p in files.pngs) == sorted(f"{f.key}.png" for f in files.report.figures if f.drawn)
+        for png in files.pngs:
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_multi_objective_report_shows_the_pareto_front(reports):
+    files = reports.mo
+    study = load(reports.url, MO)
+    page = files.html.read_text()
+    assert "Pareto front" in page and files.png_skipped == "--no-png given" and files.pngs == []
+    pareto = figure(files, "pareto-front")
+    assert pareto.drawn
+    points = [sorted(zip(tr.x, tr.y)) for tr in pareto.figure.data]  # dominated trials, then the front
+    assert sorted(tuple(t.values) for t in study.best_trials) in points
+    assert sorted(p for trace in points for p in trace) == sorted(tuple(t.values) for t in study.trials)
+    data = embedded_data(page)
+    assert sorted(e["number"] for e in data["summary"]["pareto_front"]) == sorted(t.number for t in study.best_trials)
+    # One history, parallel-coordinate, slice and PED-ANOVA plot per objective; fANOVA draws both.
+    for key in ("optimization-history", "parallel-coordinate", "slice", "importance-ped-anova"):
+        assert figure(files, f"{key}-f1").drawn and figure(files, f"{key}-f2").drawn, key
+    assert len(figure(files, "importance-fanova").figure.data) == 2
+    history = figure(files, "optimization-history-f2").figure
+    assert sorted(history.data[0].y) == sorted(t.values[1] for t in study.trials)
+    assert data["summary"]["compute"]["saved"]["pruned_trials"] == 0
+
+
+def test_without_a_browser_the_html_is_still_written(reports, monkeypatch, tmp_path):
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chrome"))
+    files = write_report(MO, storage=reports.url, output_dir=tmp_path / "out")
+    assert files.pngs == [] and files.png_skipped == f"no browser at BROWSER_PATH={tmp_path / 'no-chrome'}"
+    assert files.html.is_file() and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html"]
+    assert f"No PNG images: {files.png_skipped}." in files.html.read_text()
+
+
+def test_report_opens_in_a_headless_browser_without_errors(reports, tmp_path):
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        missing.append("selenium (pip)")
+    if missing:
+        message = f"headless browser not installed: {', '.join(missing)} missing (run .ci/install-browser)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-', dir=tmp_path)}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    try:
+        driver.set_page_load_timeout(30)
+        for files, name, shot in ((reports.so, SO, "report.png"), (reports.mo, MO, "report-mo.png")):
+            driver.get(files.html.as_uri())
+            drawn = sum(f.drawn for f in files.report.figures)
+            rendered = 0
+            deadline = time.monotonic() + 30  # plots are drawn once plotly.js has run
+            while time.monotonic() < deadline:
+                rendered = driver.execute_script(
+                    "return Array.from(document.querySelectorAll('.plotly-graph-div'))"
+                    ".filter(d => d.querySelector('.main-svg') && d._fullData && d._fullData.length > 0).length")
+                if rendered >= drawn:
+                    break
+                time.sleep(0.25)
+            assert rendered == drawn, f"{name}: {rendered} of {drawn} plots rendered"
+            assert name in driver.title
+            # Each plot has its traces drawn, not just axes.
+            empty = driver.execute_script(
+                "return Array.from(document.querySelectorAll('.plotly-graph-div'))"
+                ".filter(d => d.querySelectorAll('.trace, .parcoords, canvas').length == 0).map(d => d.id)")
+            assert empty == [], f"{name}: plots without traces: {empty}"
+            errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+            assert errors == [], errors
+            ARTIFACTS.mkdir(exist_ok=True)
+            size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+            image = driver.execute_cdp_cmd("Page.captureScreenshot", {
+                "format": "png", "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+            })
+            (ARTIFACTS / shot).write_bytes(base64.b64decode(image["data"]))
+    finally:
+        driver.quit()
+
+
+def test_report_and_status_through_the_console_script(reports, tmp_path):
+    result = hpo("report", SO, "--storage", reports.url, "--no-png", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    default = tmp_path / f"hpo-report-{SO}" / "report.html"
+    assert result.stdout.strip().startswith(f"{SO}: report written to {default} (") and default.is_file()
+    assert result.stderr == ""
+
+    result = hpo("report", "no-such-study", "--storage", reports.url, cwd=tmp_path)
+    assert_one_line_error(result, "no study named 'no-such-study'")
+    assert not (tmp_path / "hpo-report-no-such-study").exists()
+
+    trials = load(reports.url, SO).get_trials()
+    cpu_s = sum(t.user_attrs["hpo:run"]["cpu_s"] for t in trials)
+    result = hpo("status", SO, "--storage", reports.url, "--json", "--cpu-watts", "10", "--gpu-watts", "0")
+    assert result.returncode == 0, result.stderr
+    compute = json.loads(result.stdout)["compute"]
+    assert compute["cpu_s"] == pytest.approx(cpu_s, abs=1e-9) and compute["gpu_s"] == 0.0
+    assert compute["cpu_watts"] == 10.0 and compute["kwh"] == pytest.approx(cpu_s * 10 / 3.6e6)
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert compute["saved"]["pruned_trials"] == len(pruned)
+    assert compute["saved"]["epochs"] == sum(12 - (t.user_attrs["hpo:run"]["last_step"] + 1) for t in pruned)
+
+    result = hpo("status", SO, "--storage", reports.url)
+    assert result.returncode == 0, result.stderr
+    assert "compute" in result.stdout and "CPU-h" in result.stdout and "kWh" in result.stdout
+    assert "saved by pruning" in result.stdout
+
+
+# -- pieces, on hand-made trials (no Ray) ----------------------------------------------------------
+
+
+def _trial(number, value, train_accuracy, **attrs):
+    history = {"0": {"train_accuracy": train_accuracy - 0.1}, "1": {"train_accuracy": train_accuracy, **attrs}}
+    return create_trial(
+        value=value, params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+        intermediate_values={0: value - 0.1, 1: value},
+        user_attrs={"hpo:run": {"last_step": 1, "history": history, "metrics": {}, "node": "abcdef0123"}},
+    )
+
+
+def test_train_validation_gap_is_flagged_above_the_threshold():
+    small = trial_gap(_trial(0, 0.90, 0.93), ["maximize"], 0.05)
+    large = trial_gap(_trial(1, 0.80, 0.99), ["maximize"], 0.05)
+    assert (small.train, small.validation, small.flagged) == (0.93, 0.90, False)
+    assert large.gap == pytest.approx(0.19) and large.flagged
+    # A logged pair of losses is used for minimized studies: gap = val_loss - train_loss.
+    losses = trial_gap(_trial(2, 0.3, 0.9, train_loss=0.1, val_loss=0.5), ["minimize"], 0.05)
+    assert (losses.train_metric, losses.validation_metric, losses.gap) == ("train_loss", "val_loss", 0.4)
+    assert trial_gap(_trial(3, 0.3, 0.9), ["minimize"], 0.05) is None  # no training loss logged
+
+
+def test_timeline_packs_concurrent_trials_into_worker_slots():
+    from datetime import datetime, timedelta
+
+    t0 = datetime(2026, 1, 1, 12, 0, 0)
+    trials = []
+    for number, (start, end) in enumerate([(0, 10), (1, 4), (5, 8), (9, 12)]):
+        trial = _trial(number, 0.5, 0.5)
+        trial.number = number
+        trial.datetime_start, trial.datetime_complete = t0 + timedelta(seconds=start), t0 + timedelta(seconds=end)
+        trials.append(trial)
+    lanes = {t.number: lane for t, lane, _ in timeline_lanes(trials, now=t0)}
+    assert lanes == {0: "node abcdef01 / slot 1", 1: "node abcdef01 / slot 2", 2: "node abcdef01 / slot 2",
+                     3: "node abcdef01 / slot 2"}
