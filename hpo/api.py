@@ -20,7 +20,6 @@ from hpo.errors import HpoError
 from hpo.execution import run_job
 from hpo.jobs import FINISHED, Jobs, JobState, default_owner
 from hpo.queries import StudySummary, export_study, get_job, list_jobs, summarize, trial_rows
-from hpo.report import report
 from hpo.ray_runtime import ray_session
 from hpo.spec import StudySpec, load_spec
 from hpo.store import Store
@@ -210,6 +209,14 @@ def delete(name: str, *, storage: str | None = None) -> str:
             optuna.delete_study(study_name=name, storage=store.optuna)
         Jobs(store.engine).delete(name)
         return f"{name}: deleted"
+
+
+def report(name: str, *, storage: str | None = None, output_dir=None, cpu_watts: float | None = None,
+           gpu_watts: float | None = None) -> Path:
+    """Write the study's HTML report (and PNG images); returns the HTML file's path."""
+    from hpo.report import report as write
+
+    return write(name, storage=storage, output_dir=output_dir, cpu_watts=cpu_watts, gpu_watts=gpu_watts)
 
 
 def wait(name: str, *, storage: str | None = None, timeout: float = 600.0, poll_s: float = 1.0) -> StudySummary:
