@@ -20,7 +20,7 @@ demo: install
 	$(BIN)/hpo run examples/digits-mlp.yaml --storage sqlite:///demo.db --name digits-mlp-$$(date +%Y%m%d-%H%M%S)
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 dashboard: install
 	$(BIN)/hpo dashboard --storage sqlite:///demo.db

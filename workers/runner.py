@@ -155,8 +155,8 @@ def run_trial(task: TrialTask, send) -> TrialOutcome:
 def _assigned_gpus() -> float:
     import ray
 
-    if not ray.is_initialized():  # outside a Ray worker (e.g. a test calling run_trial)
-        return 0.0
+    if not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+        return 0.0  # not in a Ray worker (e.g. a test calling run_trial in the driver)
     return float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
 
 
