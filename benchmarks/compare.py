@@ -156,7 +156,6 @@ def run_raytune(cfg: dict, seed: int, tmp: Path) -> dict:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    space = SearchSpace.model_validate(cfg["space"])
     fn = getattr(workloads, cfg["fn"])
     args = cfg["args"]
 

@@ -13,27 +13,21 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
 
-from conftest import IN_CI, REPO
+from browser import headless_chromium
+from conftest import REPO
+from test_cli import assert_one_line_error
 from hpo import api
 from hpo.store import Store
 
 HPO = str(Path(sys.executable).parent / "hpo")
 EXAMPLE = REPO / "examples" / "digits-mlp.yaml"
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--window-size=1400,1000",
-]
 SECRET = "SECRETPW"
 STUDY = "dash-study"
 N_TRIALS = 4
@@ -45,14 +39,6 @@ def _env() -> dict[str, str]:
 
 def hpo(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([HPO, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=_env())
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, expected: str) -> None:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
-    assert result.stdout == ""
 
 
 def free_port() -> int:
@@ -122,27 +108,8 @@ class Dashboard:
 
 @pytest.fixture
 def browser(tmp_path):
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        missing.append("selenium (pip)")
-    if missing:
-        message = f"headless browser not installed: {', '.join(missing)} missing (run .ci/install-browser)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)
-    options.add_argument(f"--user-data-dir={profile}")
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
+    with headless_chromium(tmp_path) as driver:
+        yield driver
 
 
 def wait_for_text(driver, *texts: str, timeout: float = 30) -> str:

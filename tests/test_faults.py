@@ -7,7 +7,6 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import optuna
 import pytest
@@ -17,7 +16,7 @@ from optuna.trial import TrialState
 from hpo import api
 from hpo.schema import trial_attempts
 
-from conftest import IN_CI, TESTS_DIR
+from conftest import IN_CI
 from studies import make_spec
 from test_cli import hpo
 from test_service import start_serve, stop, wait_finished

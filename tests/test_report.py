@@ -9,7 +9,6 @@ import base64
 import json
 import re
 import shutil
-import tempfile
 import time
 from types import SimpleNamespace
 
@@ -22,7 +21,9 @@ from conftest import IN_CI, REPO
 from hpo import api
 from hpo.report import DATA_ID, timeline_lanes, trial_gap, write_report
 from studies import make_spec
-from test_dashboard import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, assert_one_line_error, hpo
+from browser import CHROMIUM, headless_chromium
+from test_cli import assert_one_line_error
+from test_dashboard import hpo
 
 EXAMPLE = REPO / "examples" / "digits-mlp.yaml"
 ARTIFACTS = REPO / "test-artifacts"
@@ -157,26 +158,7 @@ def test_without_a_browser_the_html_is_still_written(reports, monkeypatch, tmp_p
 
 
 def test_report_opens_in_a_headless_browser_without_errors(reports, tmp_path):
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        missing.append("selenium (pip)")
-    if missing:
-        message = f"headless browser not installed: {', '.join(missing)} missing (run .ci/install-browser)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-', dir=tmp_path)}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    try:
-        driver.set_page_load_timeout(30)
+    with headless_chromium(tmp_path, console_logs=True) as driver:
         for files, name, shot in ((reports.so, SO, "report.png"), (reports.mo, MO, "report-mo.png")):
             driver.get(files.html.as_uri())
             drawn = sum(f.drawn for f in files.report.figures)
@@ -205,8 +187,6 @@ def test_report_opens_in_a_headless_browser_without_errors(reports, tmp_path):
                 "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
             })
             (ARTIFACTS / shot).write_bytes(base64.b64decode(image["data"]))
-    finally:
-        driver.quit()
 
 
 def test_report_and_status_through_the_console_script(reports, tmp_path):

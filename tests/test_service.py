@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 
 import optuna
-import pytest
 from optuna.trial import TrialState
 
 from hpo import api
 
-from conftest import REPO, TESTS_DIR
+from conftest import TESTS_DIR
 from test_cli import HPO, assert_one_line_error, hpo
 
 QUICK = """\

@@ -11,7 +11,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from optuna.trial import TrialState
+
 
 from hpo.space import SearchSpace, builtin_spaces_dir, resolve_space_source
 from workers import Pruned, Reporter
