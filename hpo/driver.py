@@ -171,7 +171,8 @@ class StudyDriver:
         self._recover()
         if self.observer:
             self.observer.started(self.spec, self.counts)
-        channel = ReportChannel.remote()
+        prunes = self.spec.pruner.name != "none" and not self.spec.is_multi_objective
+        channel = ReportChannel.remote(prunes)
         deadline = time.monotonic() + self.spec.timeout if self.spec.timeout else None
         next_beat = time.monotonic() + self.heartbeat_interval
         take = channel.take.remote(self.poll_interval)
@@ -322,6 +323,8 @@ class StudyDriver:
             "metrics": outcome.metrics,
             "history": {str(k): v for k, v in sorted(outcome.history.items())},
         }
+        if outcome.reports:
+            self.recorder.store_missing_reports(run.trial, outcome.reports)
         if outcome.state == "complete":
             frozen = self.recorder.complete(run.trial, outcome.values, outcome.constraints, info)
             if frozen is not None:

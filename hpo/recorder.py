@@ -89,6 +89,16 @@ class StudyRecorder:
         self._retrying("report", lambda: trial.report(value, step))
         return self._retrying("should_prune", trial.should_prune)
 
+    def store_missing_reports(self, trial: optuna.Trial, reports: dict[int, float]) -> None:
+        """Store intermediate values the worker sent that are not stored yet (a report still in
+        flight when its trial finished), so every learning curve is complete before the tell."""
+        known = self._retrying("read", lambda: self.study._storage.get_trial(trial._trial_id)).intermediate_values
+        for step, value in sorted(reports.items()):
+            if step not in known:
+                self._retrying(
+                    "report", lambda: self.study._storage.set_trial_intermediate_value(trial._trial_id, step, value)
+                )
+
     def complete(
         self, trial: optuna.Trial, values: list[float], constraints: dict[str, float], info: dict[str, Any]
     ) -> FrozenTrial | None:

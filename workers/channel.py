@@ -16,17 +16,23 @@ Report = tuple[str, int, float]  # (attempt key, step, value)
 
 @ray.remote(num_cpus=0, max_restarts=0)
 class ReportChannel:
-    def __init__(self) -> None:
+    def __init__(self, decisions: bool = True) -> None:
+        """``decisions``: workers wait for a prune decision on each report. Without a pruner
+        (or with several objectives) there is nothing to wait for: reports are only queued
+        for the driver to store, and the worker goes on at once."""
+        self._decisions = decisions
         self._pending: list[Report] = []
         self._waiters: dict[tuple[str, int], asyncio.Future] = {}
         self._arrived = asyncio.Event()
 
     async def report(self, key: str, step: int, value: float) -> bool:
         """Called by a worker; returns True when the trial must stop."""
-        future = asyncio.get_running_loop().create_future()
-        self._waiters[(key, step)] = future
         self._pending.append((key, step, value))
         self._arrived.set()
+        if not self._decisions:
+            return False
+        future = asyncio.get_running_loop().create_future()
+        self._waiters[(key, step)] = future
         return await future
 
     async def take(self, timeout: float) -> list[Report]:

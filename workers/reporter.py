@@ -40,6 +40,7 @@ class Reporter:
         self._send = send
         self._stopped = False
         self.last_step: int | None = None
+        self.reported: dict[int, float] = {}  # every (step, value) sent, returned with the outcome
         self.metrics: dict[str, float] = {}  # the latest value of each logged metric
         self.history: dict[int, dict[str, float]] = {}  # step -> metrics logged for that step
         self._pending: dict[str, float] = {}
@@ -57,6 +58,7 @@ class Reporter:
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
         self.last_step = step
+        self.reported.setdefault(step, value)
         if self._pending:
             self.history.setdefault(step, {}).update(self._pending)
             self._pending = {}

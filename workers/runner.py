@@ -48,6 +48,7 @@ class TrialOutcome:
     last_step: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     history: dict[int, dict[str, float]] = field(default_factory=dict)
+    reports: dict[int, float] = field(default_factory=dict)  # all intermediate values sent
     node: str = ""
     device: str = "cpu"
     duration: float = 0.0
@@ -146,6 +147,7 @@ def run_trial(task: TrialTask, send) -> TrialOutcome:
     outcome.last_step = reporter.last_step
     outcome.metrics = dict(reporter.metrics)
     outcome.history = dict(reporter.history)
+    outcome.reports = dict(reporter.reported)
     outcome.duration = time.monotonic() - started
     outcome.cpu_s = time.process_time() - cpu_started
     outcome.gpu_s = outcome.duration * _assigned_gpus()
