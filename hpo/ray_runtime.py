@@ -9,16 +9,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 from collections.abc import Iterator
 
-if "ray" not in sys.modules:
-    # Make Ray's default (token authentication on) explicit before Ray reads its config, which
-    # also keeps Ray from logging a warning about it. Joining a cluster that runs without
-    # authentication needs RAY_AUTH_MODE=disabled set by the user.
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-
-import ray  # noqa: E402
+import ray  # hpo/__init__.py set RAY_AUTH_MODE before this import
 
 from hpo.errors import HpoError
 
