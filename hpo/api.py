@@ -30,8 +30,6 @@ __all__ = [
     "report", "run", "serve", "status", "submit", "trials", "upgrade_db", "wait",
 ]
 
-RunSummary = StudySummary  # what `run` returns: the study's summary read back from the store
-
 
 @contextlib.contextmanager
 def _store(storage: str | None) -> Iterator[Store]:
