@@ -219,6 +219,7 @@ class StudyDriver:
         finally:
             ray.kill(channel)
         self._fail_orphans()
+        self.recorder.flush()
         return self._result(deadline)
 
     def _beat(self) -> JobState | None:
@@ -254,7 +255,10 @@ class StudyDriver:
         trial = self.recorder.ask()
         params = self.spec.search_space.sample(trial)
         attempt = int(trial.user_attrs.get(ATTEMPT_ATTR, 1))
-        self.recorder.attempt_started(trial.number, attempt, trial.user_attrs.get(RETRY_OF_ATTR), self.lease_s)
+        self.recorder.attempt_started(
+            trial._trial_id, trial.number, attempt, trial.user_attrs.get(RETRY_OF_ATTR), self.lease_s
+        )
+        self.recorder.flush()  # its parameters and attempt row are stored before it runs
         key = f"{trial._trial_id}-{uuid.uuid4().hex[:8]}"
         task = TrialTask(
             key=key,
@@ -285,7 +289,8 @@ class StudyDriver:
             # dropped, and that worker is told to stop.
             stop = True if run is None else self.recorder.report(run.trial, step, value)
             decisions.append((key, step, stop))
-        channel.decide.remote(decisions)
+        channel.decide.remote(decisions)  # the pruner read the reports from memory: answer first,
+        self.recorder.flush()  # then store them, one transaction for the whole batch
 
     def _stop_overdue(self) -> None:
         """Cancel trials running past trial_timeout and record them as failed."""
@@ -340,7 +345,6 @@ class StudyDriver:
             frozen = self.recorder.fail(run.trial._trial_id, run.trial.number, outcome.error or "failed", info)
             if frozen is not None:
                 self._count_failure(outcome.error or "", retried)
-        self.recorder.attempt_finished(run.trial.number, frozen.state.name if frozen else "DROPPED", outcome.error)
         if self.observer and frozen is not None:
             self.observer.trial_finished(frozen, self.counts, self.best)
 
@@ -389,7 +393,6 @@ class StudyDriver:
             retried = self._retry(frozen.params, attempt, frozen.number)
             reason = "its owner stopped before the trial finished (driver or serve died)"
             self.recorder.fail(frozen._trial_id, frozen.number, reason, {"attempt": attempt, "retried": retried})
-            self.recorder.attempt_finished(frozen.number, "FAIL", reason)
         for frozen in self.recorder.trials():
             state = frozen.state
             if state == TrialState.COMPLETE:
@@ -417,7 +420,6 @@ class StudyDriver:
             try:
                 self.recorder.fail(run.trial._trial_id, run.trial.number, reason,
                                    {"attempt": run.attempt, "retried": False})
-                self.recorder.attempt_finished(run.trial.number, "FAIL", reason)
             except Exception:  # the database may be what failed; the next owner cleans up
                 pass
         self._running.clear()

@@ -1,25 +1,70 @@
-"""Optuna storage for the study a driver owns: writes go through to SQL, reads come from memory.
+"""Optuna storage for the study a driver owns: reads come from memory, writes are batched.
 
 While a driver holds a study's lease it is the study's only writer, so the database never holds
-anything the driver has not written itself. This storage therefore writes every change to the
-RDB storage first (durability is unchanged: nothing is deferred), then applies it to an
-in-memory mirror of the study's trials, and answers the study's reads (the pruner's and the
-sampler's `get_all_trials`, `get_trial`, ...) from that mirror instead of querying the database
-again and again. Other studies in the store are passed straight through.
+anything the driver has not written itself. This storage keeps an in-memory mirror of the
+study's trials and answers the study's reads (the pruner's and the sampler's `get_all_trials`,
+`get_trial`, ...) from it instead of querying the database again and again.
+
+Writes are applied to the mirror at once and queued (write-behind); `flush` writes the queue in
+one transaction. A change of a trial's state (a tell, or a waiting trial starting) always
+flushes, in the same transaction, so a trial is never finished in the database without every
+parameter, report and attribute written before it. The driver flushes before it dispatches a
+trial (its parameters are stored before it runs) and after it answers a batch of reports, so a
+reader of the database lags by at most one driver tick. Other studies in the store are passed
+straight through.
+
+Repeating a write before it is flushed replaces the queued one, so a write retried after a
+store outage is queued once; a flush whose transaction committed but whose reply was lost is
+recognised when retried (the rows already exist) and not applied twice.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Container, Sequence
+import json
+from collections.abc import Callable, Container, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, check_distribution_compatibility, distribution_to_json
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages._rdb import models
 from optuna.study._frozen import FrozenStudy
 from optuna.study._study_direction import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import Table
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import Executable
+
+Op = Callable[[Session], None]
+
+
+@dataclass(frozen=True)
+class _Insert:
+    table: Table
+    row: dict[str, Any]
+
+
+def _insert_rows(table: Table, rows: list[dict[str, Any]], session: Session) -> None:
+    session.execute(table.insert(), rows)
+
+
+def _duplicate(exc: IntegrityError) -> bool:
+    """A unique key violated (the row exists), as opposed to e.g. a NOT NULL violation."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == "23505":  # PostgreSQL
+        return True
+    if orig is not None and orig.args and orig.args[0] == 1062:  # MySQL / MariaDB
+        return True
+    return "UNIQUE constraint failed" in str(orig)  # SQLite
+
+
+class _NotWaiting(Exception):
+    """A trial to be started was no longer WAITING in the database."""
 
 
 class OwnedStudyStorage(BaseStorage):
@@ -30,6 +75,11 @@ class OwnedStudyStorage(BaseStorage):
         self._directions = backend.get_study_directions(self.study_id)
         self._trials: list[FrozenTrial] = []  # by trial number
         self._by_id: dict[int, FrozenTrial] = {}
+        self._distributions: dict[str, BaseDistribution] = {}  # each parameter's first distribution
+        self._pending: dict[tuple, _Insert | Op] = {}  # (kind, trial_id, ...) -> write, in order
+        self._statements = 0
+        # Our own sessions: Optuna's thread-local one is committed by any Optuna call in between.
+        self._session = sessionmaker(bind=backend.engine)
         for trial in backend.get_all_trials(self.study_id, deepcopy=False):
             self._remember(trial)
 
@@ -37,9 +87,111 @@ class OwnedStudyStorage(BaseStorage):
         assert trial.number == len(self._trials), "trials must arrive in number order"
         self._trials.append(trial)
         self._by_id[trial._trial_id] = trial
+        for name, distribution in trial.distributions.items():
+            self._distributions.setdefault(name, distribution)
 
     def _owned(self, study_id: int) -> bool:
         return study_id == self.study_id
+
+    def _updatable(self, trial_id: int) -> FrozenTrial | None:
+        """The mirrored trial (None when not ours); raises if it is finished, as RDBStorage does."""
+        trial = self._by_id.get(trial_id)
+        if trial is not None:
+            self.check_trial_is_updatable(trial_id, trial.state)
+        return trial
+
+    # -- the write-behind queue -------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """How many writes wait for the next flush."""
+        return len(self._pending)
+
+    def defer(self, statement: Executable, trial_id: int | None = None, key: Any = None) -> None:
+        """Queue a statement on another table (hpo's own rows) for the next flush, so it commits
+        with the study's writes. A later statement with the same ``key`` replaces it."""
+        if key is None:
+            self._statements += 1
+            key = self._statements
+        self._pending[("statement", trial_id, key)] = lambda session: session.execute(statement)
+
+    def flush(self) -> None:
+        """Write every queued change in one transaction."""
+        self._write(None)
+
+    def _queue(self, key: tuple, exists: bool, model: type, row: dict[str, Any], match: tuple[str, ...]) -> None:
+        """Queue the write of one row of ``model``: an insert when the row is new, else an update
+        of the row that ``match`` (column names) identifies. A row whose insert is queued and not
+        flushed yet stays an insert, with the newer values."""
+        table = model.__table__
+        if not exists or isinstance(self._pending.get(key), _Insert):
+            self._pending[key] = _Insert(table, row)
+            return
+        where = [table.c[name] == row[name] for name in match]
+        changes = {name: value for name, value in row.items() if name not in match}
+        self._pending[key] = lambda session: session.execute(table.update().where(*where).values(changes))
+
+    def _ops(self) -> list[Op]:
+        """The queue as writes: the inserts of each table as one multi-row statement, then the
+        rest in the order they were queued."""
+        inserts: dict[Table, list[dict[str, Any]]] = {}
+        others: list[Op] = []
+        for write in self._pending.values():
+            if isinstance(write, _Insert):
+                inserts.setdefault(write.table, []).append(write.row)
+            else:
+                others.append(write)
+        grouped: list[Op] = [partial(_insert_rows, table, rows) for table, rows in inserts.items()]
+        return grouped + others
+
+    def _write(self, final: Callable[[Session], Any] | None) -> Any:
+        if not self._pending and final is None:
+            return None
+        session = self._session()
+        try:
+            try:
+                for op in self._ops():
+                    op(session)
+                result = final(session) if final is not None else None
+                session.commit()
+            except IntegrityError as exc:
+                if not _duplicate(exc):
+                    raise
+                # Rows that exist already: an earlier flush committed but its reply was lost.
+                # Write each change on its own, keeping the ones that are not there yet.
+                session.rollback()
+                result = self._write_one_by_one(final)
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+        self._pending.clear()
+        return result
+
+    def _write_one_by_one(self, final: Callable[[Session], Any] | None) -> Any:
+        ops: list[Op] = [
+            partial(_insert_rows, w.table, [w.row]) if isinstance(w, _Insert) else w for w in self._pending.values()
+        ]
+        result = None
+        for op in [*ops, final]:
+            if op is None:
+                continue
+            session = self._session()
+            try:
+                result = op(session)
+                session.commit()
+            except IntegrityError as exc:
+                if not _duplicate(exc):
+                    raise
+                session.rollback()  # this row is there already
+            finally:
+                session.close()
+        return result if final is not None else None
+
+    def _drop_pending(self, trial_id: int) -> None:
+        for key in [k for k in self._pending if k[1] == trial_id]:
+            del self._pending[key]
 
     # -- studies: pass through ------------------------------------------------------------
 
@@ -73,9 +225,10 @@ class OwnedStudyStorage(BaseStorage):
     def get_all_studies(self) -> list[FrozenStudy]:
         return self.backend.get_all_studies()
 
-    # -- trials: write through, read from the mirror ------------------------------------------
+    # -- trials: queue the write, read from the mirror -------------------------------------
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        # Written at once: the database numbers the trial (and gives its id).
         frozen = self.backend._create_new_trial(study_id, template_trial)
         if self._owned(study_id):
             self._remember(frozen)
@@ -84,11 +237,20 @@ class OwnedStudyStorage(BaseStorage):
     def set_trial_param(
         self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution
     ) -> None:
-        self.backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
-        trial = self._by_id.get(trial_id)
-        if trial is not None:
-            trial._params[param_name] = distribution.to_external_repr(param_value_internal)
-            trial._distributions[param_name] = distribution
+        trial = self._updatable(trial_id)
+        if trial is None:
+            self.backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+            return
+        previous = self._distributions.get(param_name)
+        if previous is not None:
+            check_distribution_compatibility(previous, distribution)
+        row = dict(trial_id=trial_id, param_name=param_name, param_value=param_value_internal,
+                   distribution_json=distribution_to_json(distribution))
+        self._queue(("param", trial_id, param_name), param_name in trial._params, models.TrialParamModel, row,
+                    ("trial_id", "param_name"))
+        trial._params[param_name] = distribution.to_external_repr(param_value_internal)
+        trial._distributions[param_name] = distribution
+        self._distributions.setdefault(param_name, distribution)
 
     def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
         if self._owned(study_id) and 0 <= trial_number < len(self._trials):
@@ -98,35 +260,77 @@ class OwnedStudyStorage(BaseStorage):
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
-        changed = self.backend.set_trial_state_values(trial_id, state=state, values=values)
-        trial = self._by_id.get(trial_id)
-        if changed and trial is not None:
-            trial.state = state
-            if values is not None:
-                trial.values = list(values)
+        trial = self._updatable(trial_id)
+        if trial is None:
+            return self.backend.set_trial_state_values(trial_id, state=state, values=values)
+        if state == TrialState.RUNNING and trial.state != TrialState.WAITING:
+            return False
+        now = datetime.now()
+
+        def change(session: Session) -> None:
+            row = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+            if row.state == state and state.is_finished():
+                return  # an earlier try committed this very change before its reply was lost
+            if row.state.is_finished():  # (not check_trial_is_updatable: it reads in a session of its own)
+                raise UpdateFinishedTrialError(f"trial #{row.number} is {row.state.name} in the database already")
+            if state == TrialState.RUNNING and row.state != TrialState.WAITING:
+                raise _NotWaiting
+            for objective, value in enumerate(values or ()):
+                self.backend._set_trial_value_without_commit(session, row, objective, value)
+            row.state = state
             if state == TrialState.RUNNING:
-                trial.datetime_start = datetime.now()
+                row.datetime_start = now
             if state.is_finished():
-                trial.datetime_complete = datetime.now()
-        return changed
+                row.datetime_complete = now
+
+        try:
+            self._write(change)  # the queued writes commit with the state change
+        except _NotWaiting:
+            return False
+        except UpdateFinishedTrialError:
+            # Finished by someone else (the study was taken over): drop what we queued for it.
+            self._drop_pending(trial_id)
+            trial.state = self.backend.get_trial(trial_id).state
+            raise
+        trial.state = state
+        if values is not None:
+            trial.values = list(values)
+        if state == TrialState.RUNNING:
+            trial.datetime_start = now
+        if state.is_finished():
+            trial.datetime_complete = now
+        return True
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
-        self.backend.set_trial_intermediate_value(trial_id, step, intermediate_value)
-        trial = self._by_id.get(trial_id)
-        if trial is not None:
-            trial.intermediate_values[step] = intermediate_value
+        trial = self._updatable(trial_id)
+        if trial is None:
+            self.backend.set_trial_intermediate_value(trial_id, step, intermediate_value)
+            return
+        model = models.TrialIntermediateValueModel
+        stored, kind = model.intermediate_value_to_stored_repr(intermediate_value)
+        row = dict(trial_id=trial_id, step=step, intermediate_value=stored, intermediate_value_type=kind)
+        self._queue(("report", trial_id, step), step in trial.intermediate_values, model, row, ("trial_id", "step"))
+        trial.intermediate_values[step] = intermediate_value
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self.backend.set_trial_user_attr(trial_id, key, value)
-        trial = self._by_id.get(trial_id)
-        if trial is not None:
-            trial._user_attrs[key] = copy.deepcopy(value)
+        trial = self._updatable(trial_id)
+        if trial is None:
+            self.backend.set_trial_user_attr(trial_id, key, value)
+            return
+        self._queue_attr(models.TrialUserAttributeModel, trial_id, key, value, key in trial._user_attrs)
+        trial._user_attrs[key] = copy.deepcopy(value)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self.backend.set_trial_system_attr(trial_id, key, value)
-        trial = self._by_id.get(trial_id)
-        if trial is not None:
-            trial._system_attrs[key] = copy.deepcopy(value)
+        trial = self._updatable(trial_id)
+        if trial is None:
+            self.backend.set_trial_system_attr(trial_id, key, value)
+            return
+        self._queue_attr(models.TrialSystemAttributeModel, trial_id, key, value, key in trial._system_attrs)
+        trial._system_attrs[key] = copy.deepcopy(value)
+
+    def _queue_attr(self, model: type, trial_id: int, key: str, value: Any, exists: bool) -> None:
+        row = dict(trial_id=trial_id, key=key, value_json=json.dumps(value))
+        self._queue((model.__tablename__, trial_id, key), exists, model, row, ("trial_id", "key"))
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         trial = self._by_id.get(trial_id)

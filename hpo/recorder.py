@@ -6,8 +6,9 @@ Two properties live here rather than in the scheduling logic:
   a fail-over), so the driver pauses instead of dying; results wait in Ray's object store
   meanwhile and are written when the database is back. Retried writes are idempotent: a tell
   that committed before the connection broke is recognised and not told twice.
-* Batching later. Keeping reports, tells and attempt rows in one small class lets a later
-  version batch them (write-behind, one transaction per tick) without touching the driver.
+* Batching. With the driver's own storage (`OwnedStudyStorage`) writes are queued and the
+  driver calls `flush` once per tick; a tell commits everything queued for the study with it,
+  attempt rows included, in one transaction.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from typing import Any, TypeVar
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import Engine
+from optuna.exceptions import StorageInternalError
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.sql import Executable
 
 from hpo.jobs import utcnow
+from hpo.owned_storage import OwnedStudyStorage
 from hpo.schema import trial_attempts
 
 ERROR_ATTR = "hpo:error"
@@ -36,6 +40,8 @@ T = TypeVar("T")
 
 
 def _is_outage(exc: BaseException) -> bool:
+    if isinstance(exc, StorageInternalError) and exc.__cause__ is not None:
+        exc = exc.__cause__  # Optuna wraps the database's error
     if isinstance(exc, OperationalError):
         return True
     return isinstance(exc, DBAPIError) and bool(getattr(exc, "connection_invalidated", False))
@@ -55,6 +61,8 @@ class StudyRecorder:
         self.engine = engine  # hpo's tables; None when driving a bare Optuna study
         self.outage_timeout = outage_timeout
         self._multi_objective = len(study.directions) > 1
+        self.storage = study._storage
+        self._batched = isinstance(self.storage, OwnedStudyStorage)
 
     # -- resilience -------------------------------------------------------------------------
 
@@ -64,12 +72,18 @@ class StudyRecorder:
         while True:
             try:
                 return func()
-            except (OperationalError, DBAPIError) as exc:
+            except (OperationalError, DBAPIError, StorageInternalError) as exc:
                 if not _is_outage(exc) or time.monotonic() + delay > deadline:
                     raise
                 log.warning("store unreachable during %s; retrying in %.1f s", what, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    def flush(self) -> None:
+        """Write what is queued, in one transaction (nothing to do for a storage that writes at
+        once)."""
+        if self._batched and self.storage.pending:
+            self._retrying("flush", self.storage.flush)
 
     # -- trials ---------------------------------------------------------------------------
 
@@ -82,7 +96,7 @@ class StudyRecorder:
             # Optuna neither stores nor prunes reports of multi-objective trials; keep the
             # learning curve visible anyway, and never prune.
             self._retrying(
-                "report", lambda: self.study._storage.set_trial_intermediate_value(trial._trial_id, step, value)
+                "report", lambda: self.storage.set_trial_intermediate_value(trial._trial_id, step, value)
             )
             return False
         # Optuna keeps the first value of a step reported twice, so a retried report is harmless.
@@ -92,11 +106,11 @@ class StudyRecorder:
     def store_missing_reports(self, trial: optuna.Trial, reports: dict[int, float]) -> None:
         """Store intermediate values the worker sent that are not stored yet (a report still in
         flight when its trial finished), so every learning curve is complete before the tell."""
-        known = self._retrying("read", lambda: self.study._storage.get_trial(trial._trial_id)).intermediate_values
+        known = self._retrying("read", lambda: self.storage.get_trial(trial._trial_id)).intermediate_values
         for step, value in sorted(reports.items()):
             if step not in known:
                 self._retrying(
-                    "report", lambda: self.study._storage.set_trial_intermediate_value(trial._trial_id, step, value)
+                    "report", lambda: self.storage.set_trial_intermediate_value(trial._trial_id, step, value)
                 )
 
     def complete(
@@ -104,36 +118,55 @@ class StudyRecorder:
     ) -> FrozenTrial | None:
         """Tell a result; None when the trial was already finished (a late result, dropped)."""
 
-        def write() -> FrozenTrial:
+        def write() -> None:
             trial.set_user_attr(INFO_ATTR, info)
             for key, value in constraints.items():
                 trial.set_constraint(key, value)  # samplers read these; feasible when all <= 0
-            return self._tell(trial, values if self._multi_objective else values[0])
+            self._tell(trial, values if self._multi_objective else values[0])
 
-        return self._told(self._retrying("tell", write), TrialState.COMPLETE)
+        return self._finish(trial._trial_id, trial.number, TrialState.COMPLETE, None, write)
 
     def prune(self, trial: optuna.Trial, info: dict[str, Any]) -> FrozenTrial | None:
-        def write() -> FrozenTrial:
+        def write() -> None:
             trial.set_user_attr(INFO_ATTR, info)
-            return self._tell(trial, state=TrialState.PRUNED)
+            self._tell(trial, state=TrialState.PRUNED)
 
-        return self._told(self._retrying("tell", write), TrialState.PRUNED)
+        return self._finish(trial._trial_id, trial.number, TrialState.PRUNED, None, write)
 
     def fail(
         self, trial_id: int, number: int, reason: str, info: dict[str, Any] | None = None
     ) -> FrozenTrial | None:
-        storage = self.study._storage
+        def write() -> None:
+            self.storage.set_trial_user_attr(trial_id, ERROR_ATTR, reason)
+            if info:
+                self.storage.set_trial_user_attr(trial_id, INFO_ATTR, info)
+            self._tell(number, state=TrialState.FAIL)
 
-        def write() -> FrozenTrial:
-            current = storage.get_trial(trial_id)
+        return self._finish(trial_id, number, TrialState.FAIL, reason, write)
+
+    def _finish(
+        self, trial_id: int, number: int, state: TrialState, reason: str | None, write: Callable[[], None]
+    ) -> FrozenTrial | None:
+        """Finish a trial and its attempt row (in the same transaction when batched); None when
+        the trial was finished already (a late result, dropped)."""
+
+        def attempt() -> FrozenTrial:
+            current = self.storage.get_trial(trial_id)
             if current.state.is_finished():
                 return current
-            storage.set_trial_user_attr(trial_id, ERROR_ATTR, reason)
-            if info:
-                storage.set_trial_user_attr(trial_id, INFO_ATTR, info)
-            return self._tell(number, state=TrialState.FAIL)
+            if self._batched and self.engine is not None:
+                self.storage.defer(self._attempt_end(number, state.name, reason), trial_id, ("attempt-end", number))
+            write()
+            return self.storage.get_trial(trial_id)
 
-        return self._told(self._retrying("tell", write), TrialState.FAIL)
+        frozen = self._retrying("tell", attempt)
+        if frozen.state != state:
+            log.warning("trial %d was already %s; result dropped", frozen.number, frozen.state.name)
+            self.attempt_finished(number, "DROPPED", reason)
+            return None
+        if not self._batched:
+            self.attempt_finished(number, state.name, reason)
+        return frozen
 
     def retry(self, params: dict[str, Any], attempt: int, retry_of: int) -> None:
         """Enqueue another attempt of a trial with the same parameters (a new Optuna trial)."""
@@ -141,12 +174,6 @@ class StudyRecorder:
             "enqueue",
             lambda: self.study.enqueue_trial(params, user_attrs={ATTEMPT_ATTR: attempt, RETRY_OF_ATTR: retry_of}),
         )
-
-    def _told(self, frozen: FrozenTrial, wanted: TrialState) -> FrozenTrial | None:
-        if frozen.state != wanted:
-            log.warning("trial %d was already %s; result dropped", frozen.number, frozen.state.name)
-            return None
-        return frozen
 
     def _tell(self, *args: Any, **kwargs: Any) -> FrozenTrial:
         # skip_if_finished: a tell retried after its first try committed is not told twice.
@@ -170,33 +197,45 @@ class StudyRecorder:
 
     # -- attempt rows (hpo's own table) -----------------------------------------------------
 
-    def attempt_started(self, number: int, attempt: int, retry_of: int | None, lease_s: float) -> None:
+    def attempt_started(
+        self, trial_id: int, number: int, attempt: int, retry_of: int | None, lease_s: float
+    ) -> None:
+        """Record that this owner runs an attempt of a trial (queued when batched: the driver
+        flushes before it dispatches the trial)."""
         if self.engine is None:
             return
         now = utcnow()
-        row = dict(
-            study_name=self.study.study_name, trial_number=number, attempt=attempt, retry_of=retry_of,
-            owner=self.owner, state="RUNNING", lease_expires_at=now + timedelta(seconds=lease_s), started_at=now,
+        self._write_attempt(
+            trial_attempts.insert().values(
+                study_name=self.study.study_name, trial_number=number, attempt=attempt, retry_of=retry_of,
+                owner=self.owner, state="RUNNING", lease_expires_at=now + timedelta(seconds=lease_s),
+                started_at=now,
+            ),
+            trial_id, ("attempt-start", number),
         )
-
-        def write() -> None:
-            with self.engine.begin() as conn:
-                conn.execute(trial_attempts.insert().values(**row))
-
-        self._retrying("attempt", write)
 
     def attempt_finished(self, number: int, state: str, reason: str | None = None) -> None:
         if self.engine is None:
             return
+        trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        self._write_attempt(self._attempt_end(number, state, reason), trial_id, ("attempt-end", number))
+
+    def _attempt_end(self, number: int, state: str, reason: str | None) -> Executable:
+        return (
+            trial_attempts.update()
+            .where(trial_attempts.c.study_name == self.study.study_name,
+                   trial_attempts.c.trial_number == number, trial_attempts.c.state == "RUNNING")
+            .values(state=state, reason=reason, finished_at=utcnow(), lease_expires_at=None)
+        )
+
+    def _write_attempt(self, statement: Executable, trial_id: int, key: tuple) -> None:
+        if self._batched:
+            self.storage.defer(statement, trial_id, key)
+            return
 
         def write() -> None:
             with self.engine.begin() as conn:
-                conn.execute(
-                    trial_attempts.update()
-                    .where(trial_attempts.c.study_name == self.study.study_name,
-                           trial_attempts.c.trial_number == number, trial_attempts.c.state == "RUNNING")
-                    .values(state=state, reason=reason, finished_at=utcnow(), lease_expires_at=None)
-                )
+                conn.execute(statement)
 
         self._retrying("attempt", write)
 

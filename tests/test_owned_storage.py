@@ -1,0 +1,196 @@
+"""OwnedStudyStorage: the driver's write-behind storage, on real SQLite, PostgreSQL and MariaDB.
+
+Each test drives a study through the owned storage and reads the database back through a plain
+Optuna RDBStorage (what `hpo status`, optuna-dashboard and a next owner see).
+"""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+import sqlalchemy as sa
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
+
+from hpo.jobs import utcnow
+from hpo.owned_storage import OwnedStudyStorage
+from hpo.schema import trial_attempts
+from hpo.store import Store
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
+def url(request):
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def store(url):
+    store = Store(url)
+    store.upgrade()
+    yield store
+    store.dispose()
+
+
+def _owned(store: Store, name: str = "s") -> tuple[optuna.Study, OwnedStudyStorage]:
+    optuna.create_study(study_name=name, storage=store.optuna, sampler=optuna.samplers.RandomSampler(seed=0))
+    storage = OwnedStudyStorage(store.optuna, name)
+    return optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(seed=0)), storage
+
+
+def _db_trials(store: Store, name: str = "s") -> list[optuna.trial.FrozenTrial]:
+    fresh = optuna.storages.RDBStorage(store.url.render_as_string(hide_password=False))  # no cache
+    try:
+        return optuna.load_study(study_name=name, storage=fresh).get_trials(deepcopy=False)
+    finally:
+        fresh.engine.dispose()
+
+
+def _comparable(trial: optuna.trial.FrozenTrial) -> tuple:
+    def norm(values):
+        return {k: ("nan" if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
+
+    return (trial.number, trial.state, trial.values, trial.params, norm(trial.intermediate_values),
+            trial.user_attrs, trial.system_attrs)
+
+
+def test_database_ends_equal_to_the_mirror(store):
+    study, storage = _owned(store)
+    study.enqueue_trial({"x": 0.25}, user_attrs={"origin": "enqueued"})
+    for i in range(4):
+        trial = study.ask()
+        x = trial.suggest_float("x", 0.0, 1.0)
+        trial.suggest_categorical("kind", ["a", "b"])
+        for step in range(3):
+            trial.report(x * step, step)
+        trial.report(float("nan"), 3)
+        trial.set_user_attr("info", {"i": i, "nested": [1, 2]})
+        trial.set_user_attr("info", {"i": i, "replaced": True})  # a second write of a key replaces it
+        trial.set_constraint("c0", x - 0.5) if hasattr(trial, "set_constraint") else None
+        if i == 2:
+            study.tell(trial, state=TrialState.PRUNED)
+        elif i == 3:
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, x)
+    assert storage.pending == 0  # every tell flushed what was queued before it
+    mirror = storage.get_all_trials(storage.study_id)
+    stored = _db_trials(store)
+    assert [_comparable(t) for t in stored] == [_comparable(t) for t in mirror]
+    assert stored[0].params["x"] == 0.25 and stored[0].user_attrs["origin"] == "enqueued"
+    assert stored[1].user_attrs["info"] == {"i": 1, "replaced": True}
+    assert [t.state for t in stored] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
+
+
+def test_writes_wait_for_flush_and_a_tell_commits_them_together(store):
+    study, storage = _owned(store)
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    trial.report(0.5, 0)
+    assert storage.pending == 2
+    stored = _db_trials(store)[0]
+    assert stored.params == {} and stored.intermediate_values == {}  # queued, not written
+    storage.flush()
+    stored = _db_trials(store)[0]
+    assert set(stored.params) == {"x"} and stored.intermediate_values == {0: 0.5}
+    trial.report(0.25, 1)
+    trial.set_user_attr("note", "last")
+    study.tell(trial, 0.1)
+    stored = _db_trials(store)[0]
+    assert stored.state == TrialState.COMPLETE and stored.value == 0.1
+    assert stored.intermediate_values == {0: 0.5, 1: 0.25} and stored.user_attrs == {"note": "last"}
+
+
+def test_reports_of_two_running_trials_flush_in_one_go(store):
+    study, storage = _owned(store)
+    first, second = study.ask(), study.ask()
+    for step in range(3):
+        first.report(float(step), step)
+        second.report(float(-step), step)
+    storage.flush()
+    stored = _db_trials(store)
+    assert stored[0].intermediate_values == {0: 0.0, 1: 1.0, 2: 2.0}
+    assert stored[1].intermediate_values == {0: 0.0, 1: -1.0, 2: -2.0}
+    assert all(t.state == TrialState.RUNNING for t in stored)
+
+
+def test_a_flush_retried_after_it_committed_writes_nothing_twice(store):
+    """The reply of a commit can be lost (a connection broken at that moment): the retry finds
+    its rows there already and must neither fail nor duplicate them."""
+    study, storage = _owned(store)
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    trial.report(1.0, 0)
+    trial.set_user_attr("k", "v")
+    queued = dict(storage._pending)
+    storage.flush()
+    storage._pending.update(queued)  # as if that commit's reply never came back
+    storage.flush()
+    stored = _db_trials(store)[0]
+    assert set(stored.params) == {"x"} and stored.intermediate_values == {0: 1.0} and stored.user_attrs == {"k": "v"}
+    with store.optuna.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM trial_params")).scalar() == 1
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM trial_intermediate_values")).scalar() == 1
+
+
+def test_a_trial_finished_by_another_owner_is_not_overwritten(store):
+    """After a takeover the new owner fails the old owner's trials; the old owner's late tell
+    must raise, and drop what it queued for that trial, not for the others."""
+    study, storage = _owned(store)
+    mine, other = study.ask(), study.ask()
+    mine.report(1.0, 0)
+    other.report(2.0, 0)
+    store.optuna.set_trial_state_values(mine._trial_id, TrialState.FAIL)  # the new owner's write
+    with pytest.raises(UpdateFinishedTrialError):
+        study.tell(mine, 0.5)
+    assert storage.get_trial(mine._trial_id).state == TrialState.FAIL
+    storage.flush()
+    stored = _db_trials(store)
+    assert stored[0].state == TrialState.FAIL and stored[0].intermediate_values == {}
+    assert stored[1].intermediate_values == {0: 2.0}
+
+
+def test_deferred_rows_of_other_tables_commit_with_the_tell(store):
+    study, storage = _owned(store)
+    trial = study.ask()
+    start = trial_attempts.insert().values(study_name="s", trial_number=trial.number, attempt=1, owner="me",
+                                           state="RUNNING", started_at=utcnow())
+    storage.defer(start, trial._trial_id, ("start", trial.number))
+    end = trial_attempts.update().where(trial_attempts.c.trial_number == trial.number).values(state="COMPLETE")
+    storage.defer(end, trial._trial_id, ("end", trial.number))
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(trial_attempts)).scalar() == 0
+    study.tell(trial, 1.0)
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(trial_attempts.c.state)).scalars().all() == ["COMPLETE"]
+
+
+def test_a_write_that_is_wrong_is_not_mistaken_for_a_duplicate(store):
+    study, storage = _owned(store)
+    trial = study.ask()
+    storage.defer(trial_attempts.insert().values(study_name="s", trial_number=0, attempt=1, owner="me",
+                                                 state="RUNNING"), trial._trial_id)  # no started_at
+    with pytest.raises(sa.exc.DBAPIError):  # MariaDB calls it an OperationalError
+        storage.flush()
+    assert storage.pending == 1  # kept: nothing is lost silently
+
+
+def test_incompatible_distribution_is_refused_before_anything_is_queued(store):
+    study, storage = _owned(store)
+    first = study.ask()
+    first.suggest_float("x", 0.0, 1.0)
+    study.tell(first, 0.0)
+    second = study.ask()
+    with pytest.raises(ValueError):
+        second.suggest_categorical("x", ["a", "b"])
+    assert storage.pending == 0
+
+
+def test_a_waiting_trial_is_started_once(store):
+    study, storage = _owned(store)
+    study.enqueue_trial({"x": 0.5})
+    waiting = storage.get_all_trials(storage.study_id, states=(TrialState.WAITING,))[0]
+    assert storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)
+    assert not storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)
+    assert _db_trials(store)[0].state == TrialState.RUNNING
