@@ -313,24 +313,22 @@ class OwnedStudyStorage(BaseStorage):
         trial.intermediate_values[step] = intermediate_value
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        trial = self._updatable(trial_id)
-        if trial is None:
-            self.backend.set_trial_user_attr(trial_id, key, value)
-            return
-        self._queue_attr(models.TrialUserAttributeModel, trial_id, key, value, key in trial._user_attrs)
-        trial._user_attrs[key] = copy.deepcopy(value)
+        self._set_attr(models.TrialUserAttributeModel, "_user_attrs", trial_id, key, value)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._set_attr(models.TrialSystemAttributeModel, "_system_attrs", trial_id, key, value)
+
+    def _set_attr(self, model: type, field: str, trial_id: int, key: str, value: Any) -> None:
         trial = self._updatable(trial_id)
         if trial is None:
-            self.backend.set_trial_system_attr(trial_id, key, value)
+            (self.backend.set_trial_user_attr if field == "_user_attrs" else self.backend.set_trial_system_attr)(
+                trial_id, key, value
+            )
             return
-        self._queue_attr(models.TrialSystemAttributeModel, trial_id, key, value, key in trial._system_attrs)
-        trial._system_attrs[key] = copy.deepcopy(value)
-
-    def _queue_attr(self, model: type, trial_id: int, key: str, value: Any, exists: bool) -> None:
+        attrs = getattr(trial, field)
         row = dict(trial_id=trial_id, key=key, value_json=json.dumps(value))
-        self._queue((model.__tablename__, trial_id, key), exists, model, row, ("trial_id", "key"))
+        self._queue((model.__tablename__, trial_id, key), key in attrs, model, row, ("trial_id", "key"))
+        attrs[key] = copy.deepcopy(value)
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         trial = self._by_id.get(trial_id)
