@@ -280,6 +280,8 @@ def median_of(runs: list[dict]) -> dict:
         out[key] = statistics.median(r[key] for r in runs)
     bests = [r["best"] for r in runs if r["best"] is not None]
     out["best"] = statistics.median(bests) if bests else None
+    out["bests"] = sorted(bests)  # one per seed: the spread the median hides
+    out["walls"] = sorted(r["wall_s"] for r in runs)
     out["runs"] = len(runs)
     return out
 

@@ -157,6 +157,7 @@ class StudyDriver:
         self.concurrency_cap = concurrency_cap
         self.owner = owner
         self.counts = Counts()
+        self._decisions = True  # whether workers wait for a prune decision on each report (set by run)
         self.best: Best | None = None
         self._running: dict[ray.ObjectRef, _Running] = {}
         self._by_key: dict[str, _Running] = {}
@@ -172,6 +173,7 @@ class StudyDriver:
         if self.observer:
             self.observer.started(self.spec, self.counts)
         prunes = self.spec.pruner.name != "none" and not self.spec.is_multi_objective
+        self._decisions = prunes
         channel = ReportChannel.remote(prunes)
         deadline = time.monotonic() + self.spec.timeout if self.spec.timeout else None
         next_beat = time.monotonic() + self.heartbeat_interval
@@ -271,6 +273,7 @@ class StudyDriver:
             import_path=str(self.spec.base_dir),
             n_values=len(self.spec.study_directions),
             metrics=tuple(self.spec.metrics) if self.spec.metrics else None,
+            decisions=self._decisions,
         )
         options: dict[str, Any] = {"num_cpus": self.placement.cpu, "num_gpus": self.placement.gpu}
         if self.placement.memory:
@@ -289,7 +292,8 @@ class StudyDriver:
             # dropped, and that worker is told to stop.
             stop = True if run is None else self.recorder.report(run.trial, step, value)
             decisions.append((key, step, stop))
-        channel.decide.remote(decisions)  # the pruner read the reports from memory: answer first,
+        if self._decisions:  # the pruner read the reports from memory: answer first,
+            channel.decide.remote(decisions)
         self.recorder.flush()  # then store them, one transaction for the whole batch
 
     def _stop_overdue(self) -> None:

@@ -37,6 +37,7 @@ class TrialTask:
     import_path: str | None = None  # directory to import a user's objective module from
     n_values: int = 1  # how many objective values (directions) the study has
     metrics: tuple[str, ...] | None = None  # their names, for objectives that return a dict
+    decisions: bool = True  # each report waits for the pruner's decision (False: no pruner)
 
 
 @dataclass
@@ -182,10 +183,23 @@ def _short_traceback(exc: BaseException, lines: int = 12) -> str:
 
 
 def run_remote_trial(task: TrialTask, channel) -> TrialOutcome:
-    """Ray task body: run the trial, sending each report through the driver's channel."""
+    """Ray task body: run the trial, sending each report through the driver's channel.
+
+    Without prune decisions a report is not waited for (the trial goes on at once); the one
+    before it is checked when it has arrived, so a trial whose driver died still stops at its
+    next report instead of training on.
+    """
     import ray
 
+    previous: list = []
+
     def send(step: int, value: float) -> bool:
-        return ray.get(channel.report.remote(task.key, step, value))
+        ref = channel.report.remote(task.key, step, value)
+        if task.decisions:
+            return ray.get(ref)
+        if previous and ray.wait(previous, timeout=0)[0]:
+            ray.get(previous[0])  # raises when the channel (its driver) is gone
+        previous[:] = [ref]
+        return False
 
     return run_trial(task, send)
