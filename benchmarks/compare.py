@@ -11,7 +11,7 @@ The same search space, sampler seed, pruner and budget run through:
 Workloads: `overhead` (near-zero objective, 5 reports), `utilization` (1 s sleeping trials on 2
 workers) and `quality` (torch MLP on digits with epochs as the fidelity; median of seeds).
 
-    python benchmarks/compare.py [--smoke] [--only overhead,utilization,quality] [--out DIR]
+    python benchmarks/compare.py [--smoke] [--only overhead,utilization,quality] [--out DIR] [--reuse JSON]
 
 Writes DIR/results.json and DIR/best_vs_time.html (+ .png when it can be rendered) and prints
 a table.
@@ -332,6 +332,8 @@ def main() -> None:
     parser.add_argument("--only", default="overhead,utilization,quality")
     parser.add_argument("--systems", default="hpo-sqlite,hpo-postgres,optuna-sqlite,optuna-postgres,raytune")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--reuse", type=Path, help="an earlier results.json: keep its workloads that --only skips "
+                        "(marked as reused in the output)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -356,6 +358,13 @@ def main() -> None:
                 results["workloads"][workload][system] = median_of(runs)
                 r = results["workloads"][workload][system]
                 print(f"{workload:<12} {system:<16} wall {r['wall_s']:.2f} s, best {r['best']}", flush=True)
+    if args.reuse:
+        earlier = json.loads(args.reuse.read_text())
+        for workload, systems_results in earlier["workloads"].items():
+            if workload not in results["workloads"]:
+                results["workloads"][workload] = systems_results
+                results["config"][workload] = earlier["config"][workload]
+                results.setdefault("reused", []).append(workload)
     results["files"] = plot(results, args.out)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(table(results))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-from workers.builtin import mlp
 from workers.reporter import Reporter
 
 NOOP_SPACE = {"x": {"type": "float", "low": 0.0, "high": 1.0}, "y": {"type": "float", "low": 0.0, "high": 1.0}}
@@ -44,4 +43,6 @@ def sleeper(params: dict, reporter: Reporter, seconds: float = 1.0, steps: int =
 
 def train(params: dict, reporter: Reporter, epochs: int = 8) -> float:
     """The builtin torch MLP on digits; validation accuracy each epoch (maximize)."""
+    from workers.builtin import mlp  # here, so the workloads without torch never load it
+
     return mlp.objective(params, reporter, epochs=epochs)

@@ -77,7 +77,7 @@ class _Running:
     ref: ray.ObjectRef
     params: dict[str, Any]
     attempt: int = 1
-    started: float = field(default_factory=time.monotonic)
+    started: float | None = None  # None while queued in Ray behind the running trials
 
 
 def trial_seed(spec: StudySpec, study_name: str, number: int) -> int:
@@ -95,6 +95,7 @@ class Placement:
     memory: int | None
     concurrency: int
     note: str | None = None
+    saturates: bool = False  # the cluster holds no more than `concurrency` such trials at once
 
 
 def plan_placement(spec: StudySpec) -> Placement:
@@ -113,14 +114,12 @@ def plan_placement(spec: StudySpec) -> Placement:
         raise HpoError(f"the spec asks for gpu: {gpu:g} per trial but the Ray cluster has {gpus:g} GPUs")
     if res.cpu > cpus:
         raise HpoError(f"the spec asks for cpu: {res.cpu:g} per trial but the Ray cluster has {cpus:g} CPUs")
-    if spec.max_concurrent_trials is not None:
-        concurrency = spec.max_concurrent_trials
-    else:
-        fits = int(cpus // res.cpu)
-        if gpu > 0:
-            fits = min(fits, int(gpus // gpu))
-        concurrency = max(1, fits)
-    return Placement(cpu=res.cpu, gpu=gpu, memory=res.memory, concurrency=concurrency, note=note)
+    fits = int(cpus // res.cpu)  # trials the cluster holds at once (cpu > 0: the spec checks it)
+    if gpu > 0:
+        fits = min(fits, int(gpus // gpu))
+    concurrency = spec.max_concurrent_trials if spec.max_concurrent_trials is not None else max(1, fits)
+    return Placement(cpu=res.cpu, gpu=gpu, memory=res.memory, concurrency=concurrency, note=note,
+                     saturates=concurrency >= fits)
 
 
 class StudyDriver:
@@ -169,6 +168,11 @@ class StudyDriver:
     def run(self) -> DriverResult:
         self.placement = plan_placement(self.spec)
         limit = self.placement.concurrency
+        # One trial queued in Ray beyond the running ones starts the moment a slot frees (no idle
+        # gap for tell + ask + launch). Only where Ray's resources cap the concurrency anyway
+        # (else the queued trial would run at once, past max_concurrent_trials), and not on a
+        # shared serve, where it would take a slot from another study's fair share.
+        ahead = 1 if self.placement.saturates and self.concurrency_cap is None else 0
         self._recover()
         if self.observer:
             self.observer.started(self.spec, self.counts)
@@ -196,8 +200,8 @@ class StudyDriver:
                 self._stop_overdue()
                 if self.concurrency_cap is not None:
                     limit = max(1, min(self.placement.concurrency, self.concurrency_cap()))
-                while self._may_dispatch(limit, deadline):
-                    self._dispatch(channel)
+                while self._may_dispatch(limit + ahead, deadline):
+                    self._dispatch(channel, start=self.counts.running < limit)
                 if not self._running:
                     break
                 ready, _ = ray.wait([*self._running, take], num_returns=1, timeout=self.poll_interval)
@@ -253,7 +257,7 @@ class StudyDriver:
         n_trials = self.spec.n_trials
         return n_trials is None or self.counts.finished + len(self._running) < n_trials
 
-    def _dispatch(self, channel) -> None:
+    def _dispatch(self, channel, start: bool = True) -> None:
         trial = self.recorder.ask()
         params = self.spec.search_space.sample(trial)
         attempt = int(trial.user_attrs.get(ATTEMPT_ATTR, 1))
@@ -279,10 +283,14 @@ class StudyDriver:
         if self.placement.memory:
             options["memory"] = self.placement.memory
         ref = _remote_trial.options(**options).remote(task, channel)
-        run = _Running(trial=trial, key=key, ref=ref, params=params, attempt=attempt)
+        run = _Running(trial=trial, key=key, ref=ref, params=params, attempt=attempt,
+                       started=time.monotonic() if start else None)
         self._running[ref] = run
         self._by_key[key] = run
-        self.counts.running = len(self._running)
+        self._count_running()
+
+    def _count_running(self) -> None:
+        self.counts.running = sum(run.started is not None for run in self._running.values())
 
     def _answer_reports(self, channel, reports: list[tuple[str, int, float]]) -> None:
         decisions = []
@@ -303,14 +311,17 @@ class StudyDriver:
             return
         now = time.monotonic()
         for ref, run in list(self._running.items()):
-            if now - run.started > limit:
+            if run.started is not None and now - run.started > limit:
                 ray.cancel(ref, force=True)
                 self._collect(ref, TrialOutcome(state="fail", error=f"trial exceeded trial_timeout of {limit:g} s"))
 
     def _collect(self, ref: ray.ObjectRef, outcome: TrialOutcome | None = None) -> None:
         run = self._running.pop(ref)
         self._by_key.pop(run.key, None)
-        self.counts.running = len(self._running)
+        queued = next((r for r in self._running.values() if r.started is None), None)
+        if run.started is not None and queued is not None:
+            queued.started = time.monotonic()  # Ray starts it in the slot just freed
+        self._count_running()
         infrastructure = False
         if outcome is None:
             try:
@@ -428,6 +439,7 @@ class StudyDriver:
                 pass
         self._running.clear()
         self._by_key.clear()
+        self.counts.running = 0
 
     def _result(self, deadline: float | None) -> DriverResult:
         if self._stop_reason is not None:

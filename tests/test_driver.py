@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from optuna.trial import TrialState
 
-from hpo.driver import StudyDriver, trial_seed
+from hpo.driver import StudyDriver, plan_placement, trial_seed
 from hpo.jobs import JobState
 from hpo.recorder import ERROR_ATTR
 
-from studies import make_spec, new_study, states
+from studies import drive, make_spec, new_study, states
 
 
 
@@ -76,7 +76,7 @@ def test_failure_limit_stops_the_study(ray_runtime, store):
     assert "max_failed_trials=3" in result.message and "always fails" in result.message
     counts = states(study)
     assert counts[TrialState.RUNNING] == 0
-    assert 4 <= counts[TrialState.FAIL] <= 5  # the limit, plus what was in flight
+    assert 4 <= counts[TrialState.FAIL] <= 6  # the limit, plus what was in flight (2 running, 1 queued)
 
 
 def test_resume_counts_earlier_trials_and_fails_stale_running(ray_runtime, store):
@@ -103,3 +103,30 @@ def test_trial_seeds_depend_on_study_seed_and_number():
     assert trial_seed(spec, "a", 0) != trial_seed(spec, "a", 1)
     assert trial_seed(spec, "a", 4) == trial_seed(make_spec(seed=3), "b", 4)
     assert trial_seed(make_spec(seed=None), "a", 0) != trial_seed(make_spec(seed=None), "b", 0)
+
+
+def _most_at_once(study) -> int:
+    """The most trials whose worker-measured run intervals overlap at one moment."""
+    runs = [t.user_attrs["hpo:run"]["metrics"] for t in study.trials]
+    events = sorted([(r["start"], 1) for r in runs] + [(r["end"], -1) for r in runs])
+    most = current = 0
+    for _, change in events:
+        current += change
+        most = max(most, current)
+    return most
+
+
+@pytest.mark.parametrize("limit, saturates", [(2, True), (1, False)])
+def test_a_trial_queued_ahead_never_runs_past_the_limit(ray_runtime, store, limit, saturates):
+    """With every CPU in use one more trial waits queued in Ray (no idle gap when a slot frees);
+    where max_concurrent_trials is below what the cluster holds, none is queued ahead, since Ray
+    would start it at once."""
+    spec = make_spec(objective="objectives:gpu_probe", search_space={"x": {"type": "float", "low": 0, "high": 1}},
+                     n_trials=5, max_concurrent_trials=limit)
+    assert plan_placement(spec).saturates is saturates  # the session's Ray has 2 CPUs
+    study, _ = drive(store, spec)
+    assert states(study)[TrialState.COMPLETE] == len(study.trials) == 5
+    assert _most_at_once(study) == limit
+    # Queued ahead: the trial after the first `limit` ones was asked before any of them ended.
+    first_end = min(t.user_attrs["hpo:run"]["metrics"]["end"] for t in study.trials[:limit])
+    assert (study.trials[limit].datetime_start.timestamp() < first_end) is saturates

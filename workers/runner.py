@@ -164,11 +164,14 @@ def _assigned_gpus() -> float:
 
 
 def _limit_threads(cpu: float) -> None:
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(max(1, int(cpu)))
+    """Torch's threads follow the trial's CPUs, without importing torch for objectives that do
+    not use it (the import costs a worker a second or more): torch reads OMP_NUM_THREADS when it
+    loads, and a worker that loaded it already is told directly."""
+    threads = max(1, int(cpu))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
 
 
 def _node() -> str:
