@@ -20,9 +20,9 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import optuna
+from optuna.exceptions import StorageInternalError
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import Engine
-from optuna.exceptions import StorageInternalError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.sql import Executable
 
