@@ -14,7 +14,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import optuna
@@ -176,9 +176,8 @@ class StudyDriver:
         self._recover()
         if self.observer:
             self.observer.started(self.spec, self.counts)
-        prunes = self.spec.pruner.name != "none" and not self.spec.is_multi_objective
-        self._decisions = prunes
-        channel = ReportChannel.remote(prunes)
+        self._decisions = self.spec.pruner.name != "none" and not self.spec.is_multi_objective
+        channel = ReportChannel.remote(self._decisions)
         deadline = time.monotonic() + self.spec.timeout if self.spec.timeout else None
         next_beat = time.monotonic() + self.heartbeat_interval
         take = channel.take.remote(self.poll_interval)
@@ -318,9 +317,10 @@ class StudyDriver:
     def _collect(self, ref: ray.ObjectRef, outcome: TrialOutcome | None = None) -> None:
         run = self._running.pop(ref)
         self._by_key.pop(run.key, None)
-        queued = next((r for r in self._running.values() if r.started is None), None)
-        if run.started is not None and queued is not None:
-            queued.started = time.monotonic()  # Ray starts it in the slot just freed
+        if run.started is not None:  # Ray starts the oldest queued trial in the slot just freed
+            queued = next((r for r in self._running.values() if r.started is None), None)
+            if queued is not None:
+                queued.started = time.monotonic()
         self._count_running()
         infrastructure = False
         if outcome is None:

@@ -118,34 +118,34 @@ class StudyRecorder:
     ) -> FrozenTrial | None:
         """Tell a result; None when the trial was already finished (a late result, dropped)."""
 
-        def write() -> None:
+        def write() -> FrozenTrial:
             trial.set_user_attr(INFO_ATTR, info)
             for key, value in constraints.items():
                 trial.set_constraint(key, value)  # samplers read these; feasible when all <= 0
-            self._tell(trial, values if self._multi_objective else values[0])
+            return self._tell(trial, values if self._multi_objective else values[0])
 
         return self._finish(trial._trial_id, trial.number, TrialState.COMPLETE, None, write)
 
     def prune(self, trial: optuna.Trial, info: dict[str, Any]) -> FrozenTrial | None:
-        def write() -> None:
+        def write() -> FrozenTrial:
             trial.set_user_attr(INFO_ATTR, info)
-            self._tell(trial, state=TrialState.PRUNED)
+            return self._tell(trial, state=TrialState.PRUNED)
 
         return self._finish(trial._trial_id, trial.number, TrialState.PRUNED, None, write)
 
     def fail(
         self, trial_id: int, number: int, reason: str, info: dict[str, Any] | None = None
     ) -> FrozenTrial | None:
-        def write() -> None:
+        def write() -> FrozenTrial:
             self.storage.set_trial_user_attr(trial_id, ERROR_ATTR, reason)
             if info:
                 self.storage.set_trial_user_attr(trial_id, INFO_ATTR, info)
-            self._tell(number, state=TrialState.FAIL)
+            return self._tell(number, state=TrialState.FAIL)
 
         return self._finish(trial_id, number, TrialState.FAIL, reason, write)
 
     def _finish(
-        self, trial_id: int, number: int, state: TrialState, reason: str | None, write: Callable[[], None]
+        self, trial_id: int, number: int, state: TrialState, reason: str | None, write: Callable[[], FrozenTrial]
     ) -> FrozenTrial | None:
         """Finish a trial and its attempt row (in the same transaction when batched); None when
         the trial was finished already (a late result, dropped)."""
@@ -156,8 +156,7 @@ class StudyRecorder:
                 return current
             if self._batched and self.engine is not None:
                 self.storage.defer(self._attempt_end(number, state.name, reason), trial_id, ("attempt-end", number))
-            write()
-            return self.storage.get_trial(trial_id)
+            return write()
 
         frozen = self._retrying("tell", attempt)
         if frozen.state != state:
@@ -217,7 +216,7 @@ class StudyRecorder:
     def attempt_finished(self, number: int, state: str, reason: str | None = None) -> None:
         if self.engine is None:
             return
-        trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
         self._write_attempt(self._attempt_end(number, state, reason), trial_id, ("attempt-end", number))
 
     def _attempt_end(self, number: int, state: str, reason: str | None) -> Executable:

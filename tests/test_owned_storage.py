@@ -67,7 +67,7 @@ def test_database_ends_equal_to_the_mirror(store):
         trial.report(float("nan"), 3)
         trial.set_user_attr("info", {"i": i, "nested": [1, 2]})
         trial.set_user_attr("info", {"i": i, "replaced": True})  # a second write of a key replaces it
-        trial.set_constraint("c0", x - 0.5) if hasattr(trial, "set_constraint") else None
+        trial.set_constraint("c0", x - 0.5)  # a system attr, as samplers read it
         if i == 2:
             study.tell(trial, state=TrialState.PRUNED)
         elif i == 3:
