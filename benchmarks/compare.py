@@ -161,7 +161,9 @@ def run_raytune(cfg: dict, seed: int, tmp: Path) -> dict:
 
     def trainable(config: dict) -> None:
         def send(step: int, value: float) -> bool:
-            tune.report({"value": value, "step": step + 1, "t": time.time()})
+            # ASHA's time_attr is the step as hpo and Optuna see it (0-based), so its rungs
+            # (steps 1 and 3 with grace_period 1 and rf 3) are Optuna's successive halving rungs.
+            tune.report({"value": value, "step": step, "epochs": step + 1, "t": time.time()})
             return False  # ASHA stops the function at a report when it prunes the trial
 
         fn(dict(config), Reporter(seed=seed, send=send), **args)
@@ -187,7 +189,7 @@ def run_raytune(cfg: dict, seed: int, tmp: Path) -> dict:
         if result.error or not result.metrics:
             continue
         history = result.metrics_dataframe
-        n = int(history["step"].max()) if history is not None and len(history) else 0
+        n = int(history["epochs"].max()) if history is not None and len(history) else 0
         steps += n
         final_step = max_t if cfg["fn"] != "sleeper" else args.get("steps", 5)
         if n < final_step and cfg["pruner"]:

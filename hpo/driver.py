@@ -134,6 +134,7 @@ class StudyDriver:
         heartbeat: Callable[[], JobState | None] | None = None,
         heartbeat_interval: float = 10.0,
         poll_interval: float = 1.0,
+        flush_interval: float = 1.0,
         stop: threading.Event | None = None,
         concurrency_cap: Callable[[], int] | None = None,
         owner: str = "",
@@ -143,7 +144,9 @@ class StudyDriver:
         """``heartbeat`` renews the owner's lease: None while held, else the job's new state
         (CANCELLED stops the study; anything else means another owner took it over).
         ``stop`` hands the study back (running trials are failed, to be re-run by the next
-        owner); ``concurrency_cap`` bounds trials in flight (a fair share of a shared cluster)."""
+        owner); ``concurrency_cap`` bounds trials in flight (a fair share of a shared cluster).
+        Reports reach the database at least every ``flush_interval`` seconds (and with every
+        trial's start and end); the pruner reads them from memory at once."""
         self.study = study
         self.spec = spec
         self.recorder = StudyRecorder(study, owner=owner, engine=engine)
@@ -152,6 +155,8 @@ class StudyDriver:
         self.heartbeat = heartbeat
         self.heartbeat_interval = heartbeat_interval
         self.poll_interval = poll_interval
+        self.flush_interval = flush_interval
+        self._next_flush = 0.0
         self.stop = stop or threading.Event()
         self.concurrency_cap = concurrency_cap
         self.owner = owner
@@ -197,6 +202,7 @@ class StudyDriver:
                     self._stop_reason = (JobState.INTERRUPTED, "stopped; resumes on the next serve")
                     break
                 self._stop_overdue()
+                self._flush_due()
                 if self.concurrency_cap is not None:
                     limit = max(1, min(self.placement.concurrency, self.concurrency_cap()))
                 while self._may_dispatch(limit + ahead, deadline):
@@ -301,7 +307,16 @@ class StudyDriver:
             decisions.append((key, step, stop))
         if self._decisions:  # the pruner read the reports from memory: answer first,
             channel.decide.remote(decisions)
-        self.recorder.flush()  # then store them, one transaction for the whole batch
+        self._flush_due()  # then store them, with the others of the last flush_interval
+
+    def _flush_due(self) -> None:
+        """Write what is queued once every flush_interval. Reports of a running trial are all a
+        flush can hold back: a driver that dies meanwhile loses only reports of trials that are
+        re-run anyway, and a trial's start and its tell are written at once."""
+        now = time.monotonic()
+        if now >= self._next_flush:
+            self._next_flush = now + self.flush_interval
+            self.recorder.flush()
 
     def _stop_overdue(self) -> None:
         """Cancel trials running past trial_timeout and record them as failed."""

@@ -35,7 +35,7 @@ def run_job(
     """
     jobs = Jobs(store.engine)
     # We hold the lease: the study's reads can come from memory, its writes still go to SQL.
-    storage = OwnedStudyStorage(store.optuna, spec.name)
+    storage = OwnedStudyStorage(store.optuna, spec.name, engine=store.writer)
     study = optuna.load_study(
         study_name=spec.name, storage=storage, sampler=spec.build_sampler(), pruner=spec.build_pruner()
     )

@@ -10,8 +10,13 @@ one transaction. A change of a trial's state (a tell, or a waiting trial startin
 flushes, in the same transaction, so a trial is never finished in the database without every
 parameter, report and attribute written before it. The driver flushes before it dispatches a
 trial (its parameters are stored before it runs) and after it answers a batch of reports, so a
-reader of the database lags by at most one driver tick. Other studies in the store are passed
-straight through.
+reader of the database lags by at most the driver's flush interval. Other studies in the store
+are passed straight through.
+
+New trials are numbered from the mirror (the driver is the only writer) and inserted in one
+statement, committed with whatever is queued: no study lock, count query and number update per
+trial as Optuna's own path needs between concurrent writers. Enqueued trials (a template) take
+Optuna's path.
 
 Repeating a write before it is flushed replaces the queued one, so a write retried after a
 store outage is queued once; a flush whose transaction committed but whose reply was lost is
@@ -36,6 +41,7 @@ from optuna.study._frozen import FrozenStudy
 from optuna.study._study_direction import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Table
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import Executable
@@ -68,7 +74,10 @@ class _NotWaiting(Exception):
 
 
 class OwnedStudyStorage(BaseStorage):
-    def __init__(self, backend: RDBStorage, study_name: str) -> None:
+    def __init__(self, backend: RDBStorage, study_name: str, engine: Engine | None = None) -> None:
+        """``engine``: where the queued writes go (the backend's engine by default); hpo passes one
+        without a connection ping per checkout, since the driver retries a write whose connection
+        dropped."""
         self.backend = backend
         self.study_id = backend.get_study_id_from_name(study_name)
         self.study_name = study_name
@@ -78,8 +87,9 @@ class OwnedStudyStorage(BaseStorage):
         self._distributions: dict[str, BaseDistribution] = {}  # each parameter's first distribution
         self._pending: dict[tuple, _Insert | Op] = {}  # (kind, trial_id, ...) -> write, in order
         self._statements = 0
+        self._unsure = False  # a trial's insert failed: it may have committed all the same
         # Our own sessions: Optuna's thread-local one is committed by any Optuna call in between.
-        self._session = sessionmaker(bind=backend.engine)
+        self._session = sessionmaker(bind=engine if engine is not None else backend.engine)
         for trial in backend.get_all_trials(self.study_id, deepcopy=False):
             self._remember(trial)
 
@@ -162,7 +172,10 @@ class OwnedStudyStorage(BaseStorage):
                 session.rollback()
                 result = self._write_one_by_one(final)
         except BaseException:
-            session.rollback()
+            try:
+                session.rollback()
+            except Exception:  # e.g. the commit went through and only its reply failed
+                pass  # the original error is the one to report
             raise
         finally:
             session.close()
@@ -228,11 +241,38 @@ class OwnedStudyStorage(BaseStorage):
     # -- trials: queue the write, read from the mirror -------------------------------------
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        # Written at once: the database numbers the trial (and gives its id).
-        frozen = self.backend._create_new_trial(study_id, template_trial)
-        if self._owned(study_id):
-            self._remember(frozen)
+        if not self._owned(study_id):
+            return self.backend.create_new_trial(study_id, template_trial)
+        self._catch_up()
+        self._unsure = True
+        if template_trial is not None:  # an enqueued or added trial: Optuna's own path (rare)
+            frozen = self.backend._create_new_trial(study_id, template_trial)
+        else:
+            frozen = self._write(partial(self._insert_trial, len(self._trials), datetime.now()))
+        self._unsure = False
+        self._remember(frozen)
         return frozen._trial_id
+
+    def _insert_trial(self, number: int, start: datetime, session: Session) -> FrozenTrial:
+        table = models.TrialModel.__table__
+        result = session.execute(
+            table.insert().values(study_id=self.study_id, number=number, state=TrialState.RUNNING,
+                                  datetime_start=start)
+        )
+        return FrozenTrial(
+            number=number, state=TrialState.RUNNING, value=None, values=None, datetime_start=start,
+            datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
+            intermediate_values={}, trial_id=result.inserted_primary_key[0],
+        )
+
+    def _catch_up(self) -> None:
+        """After a trial's insert failed (a store outage), read back trials it may have created
+        all the same (its commit's reply lost): they stay RUNNING and the driver fails them."""
+        if not self._unsure:
+            return
+        for trial in self.backend.get_all_trials(self.study_id, deepcopy=False)[len(self._trials):]:
+            self._remember(trial)
+        self._unsure = False
 
     def set_trial_param(
         self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution
@@ -268,20 +308,29 @@ class OwnedStudyStorage(BaseStorage):
         now = datetime.now()
 
         def change(session: Session) -> None:
-            row = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
-            if row.state == state and state.is_finished():
-                return  # an earlier try committed this very change before its reply was lost
-            if row.state.is_finished():  # (not check_trial_is_updatable: it reads in a session of its own)
-                raise UpdateFinishedTrialError(f"trial #{row.number} is {row.state.name} in the database already")
-            if state == TrialState.RUNNING and row.state != TrialState.WAITING:
-                raise _NotWaiting
-            for objective, value in enumerate(values or ()):
-                self.backend._set_trial_value_without_commit(session, row, objective, value)
-            row.state = state
-            if state == TrialState.RUNNING:
-                row.datetime_start = now
+            # One conditional UPDATE; the row is read only when it matched nothing, to say why.
+            table = models.TrialModel.__table__
+            was = [TrialState.WAITING] if state == TrialState.RUNNING else [TrialState.RUNNING, TrialState.WAITING]
+            times = {"datetime_start": now} if state == TrialState.RUNNING else {}
             if state.is_finished():
-                row.datetime_complete = now
+                times["datetime_complete"] = now
+            updated = session.execute(
+                table.update().where(table.c.trial_id == trial_id, table.c.state.in_(was)).values(state=state, **times)
+            )
+            if updated.rowcount == 0:
+                row = models.TrialModel.find_or_raise_by_id(trial_id, session)
+                if row.state == state and state.is_finished():
+                    return  # an earlier try committed this very change before its reply was lost
+                if state == TrialState.RUNNING and not row.state.is_finished():
+                    raise _NotWaiting
+                raise UpdateFinishedTrialError(f"trial #{row.number} is {row.state.name} in the database already")
+            if values:
+                value_table = models.TrialValueModel.__table__
+                rows = []
+                for objective, value in enumerate(values):
+                    stored, kind = models.TrialValueModel.value_to_stored_repr(value)
+                    rows.append(dict(trial_id=trial_id, objective=objective, value=stored, value_type=kind))
+                session.execute(value_table.insert(), rows)
 
         try:
             self._write(change)  # the queued writes commit with the state change

@@ -1,7 +1,7 @@
 """The SQL store: URL resolution, engines, migrations and Optuna's storage on the same database.
 
 The URL comes from ``--storage``, then ``HPO_STORAGE``, then ``sqlite:///hpo.db``. SQLite runs in
-WAL mode with a busy timeout; server databases get ``pool_pre_ping``. A URL is only ever shown in
+WAL mode with a busy timeout; server databases get ``pool_pre_ping`` (except the driver's writer). A URL is only ever shown in
 SQLAlchemy's masked form, so a password never reaches output or logs.
 """
 
@@ -142,7 +142,18 @@ class Store:
             sa.event.listen(storage.engine, "connect", _sqlite_pragmas)
         return storage
 
+    @cached_property
+    def writer(self) -> Engine:
+        """The engine a driver's write-behind storage commits through. On a server, one without
+        ``pool_pre_ping``: that ping is a round trip per transaction, and the driver retries a
+        write whose connection dropped anyway (SQLAlchemy then recycles the pool's connections)."""
+        if self.is_sqlite:
+            return self.optuna.engine
+        return sa.create_engine(self.url, pool_recycle=1800)
+
     def dispose(self) -> None:
+        if "writer" in self.__dict__ and not self.is_sqlite:
+            self.writer.dispose()
         if "engine" in self.__dict__:
             self.engine.dispose()
         if "optuna" in self.__dict__:

@@ -194,3 +194,60 @@ def test_a_waiting_trial_is_started_once(store):
     assert storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)
     assert not storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)
     assert _db_trials(store)[0].state == TrialState.RUNNING
+
+
+def test_a_new_trial_is_numbered_from_memory_and_commits_what_is_queued(store):
+    study, storage = _owned(store)
+    first = study.ask()
+    first.report(0.5, 0)
+    assert storage.pending == 1
+    second = study.ask()  # its insert commits the queued report with it
+    assert storage.pending == 0 and (first.number, second.number) == (0, 1)
+    stored = _db_trials(store)
+    assert [(t.number, t.state) for t in stored] == [(0, TrialState.RUNNING), (1, TrialState.RUNNING)]
+    assert stored[0].intermediate_values == {0: 0.5} and stored[1].datetime_start is not None
+    assert [t._trial_id for t in stored] == [first._trial_id, second._trial_id]
+
+
+class _ReplyLost:
+    """Raises, once, right after a transaction of the storage committed: as if the connection
+    broke before the commit's reply came back (a real commit, a real error)."""
+
+    def __init__(self, storage: OwnedStudyStorage) -> None:
+        self.armed = False
+        sa.event.listen(storage._session, "after_commit", self)
+
+    def __call__(self, session) -> None:
+        if self.armed:
+            self.armed = False
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+
+def test_a_trial_whose_insert_reply_was_lost_is_read_back_not_numbered_twice(store):
+    study, storage = _owned(store)
+    lost = _ReplyLost(storage)
+    lost.armed = True
+    with pytest.raises(sa.exc.OperationalError):
+        study.ask()  # trial 0 committed, but the driver never heard so
+    retried = study.ask()
+    assert retried.number == 1
+    stored = _db_trials(store)
+    assert [t.number for t in stored] == [0, 1]  # no two trials share a number
+    orphan = storage.get_all_trials(storage.study_id, states=(TrialState.RUNNING,))
+    assert [t.number for t in orphan] == [0, 1]  # the orphan is known (the driver fails it)
+
+
+def test_a_tell_whose_reply_was_lost_is_told_once(store):
+    study, storage = _owned(store)
+    trial = study.ask()
+    trial.report(1.0, 0)
+    lost = _ReplyLost(storage)
+    lost.armed = True
+    with pytest.raises(sa.exc.OperationalError):
+        study.tell(trial, 0.25)
+    assert storage.get_trial(trial._trial_id).state == TrialState.RUNNING  # as far as the driver knows
+    study.tell(trial, 0.25)  # the retry finds its change committed
+    stored = _db_trials(store)[0]
+    assert stored.state == TrialState.COMPLETE and stored.value == 0.25 and stored.intermediate_values == {0: 1.0}
+    with store.optuna.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM trial_values")).scalar() == 1
