@@ -251,3 +251,30 @@ def test_a_tell_whose_reply_was_lost_is_told_once(store):
     assert stored.state == TrialState.COMPLETE and stored.value == 0.25 and stored.intermediate_values == {0: 1.0}
     with store.optuna.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM trial_values")).scalar() == 1
+
+
+def test_the_writer_has_no_ping_and_a_dropped_connection_is_retried(postgres_url, caplog):
+    """The driver's writer skips SQLAlchemy's ping per checkout; a connection the server closed
+    then fails one write, and the recorder's retry goes through on a fresh connection."""
+    from hpo.recorder import StudyRecorder
+
+    store = Store(postgres_url)
+    try:
+        store.upgrade()
+        optuna.create_study(study_name="s", storage=store.optuna)
+        storage = OwnedStudyStorage(store.optuna, "s", engine=store.writer)
+        study = optuna.load_study(study_name="s", storage=storage)
+        recorder = StudyRecorder(study, engine=store.engine)
+        trial = recorder.ask()
+        with store.writer.connect() as conn:
+            writer_pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        with store.engine.connect() as conn:  # the server drops the writer's (pooled) connection
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": writer_pid})
+        trial.report(0.5, 0)
+        with caplog.at_level("WARNING", logger="hpo.driver"):
+            recorder.flush()  # the first try meets the dead connection (no ping); the retry writes
+        assert "store unreachable during flush" in caplog.text
+        assert storage.pending == 0
+        assert _db_trials(store)[0].intermediate_values == {0: 0.5}
+    finally:
+        store.dispose()
