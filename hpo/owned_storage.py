@@ -9,8 +9,8 @@ Writes are applied to the mirror at once and queued (write-behind); `flush` writ
 one transaction. A change of a trial's state (a tell, or a waiting trial starting) always
 flushes, in the same transaction, so a trial is never finished in the database without every
 parameter, report and attribute written before it. The driver flushes before it dispatches a
-trial (its parameters are stored before it runs) and after it answers a batch of reports, so a
-reader of the database lags by at most the driver's flush interval. Other studies in the store
+trial (its parameters are stored before it runs) and at least once per flush interval (the
+reports of running trials), so a reader of the database lags by at most that interval. Other studies in the store
 are passed straight through.
 
 New trials are numbered from the mirror (the driver is the only writer) and inserted in one

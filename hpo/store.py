@@ -1,8 +1,9 @@
 """The SQL store: URL resolution, engines, migrations and Optuna's storage on the same database.
 
 The URL comes from ``--storage``, then ``HPO_STORAGE``, then ``sqlite:///hpo.db``. SQLite runs in
-WAL mode with a busy timeout; server databases get ``pool_pre_ping`` (except the driver's writer). A URL is only ever shown in
-SQLAlchemy's masked form, so a password never reaches output or logs.
+WAL mode with a busy timeout; server databases get ``pool_pre_ping`` (except the driver's
+writer, see `Store.writer`). A URL is only ever shown in SQLAlchemy's masked form, so a password
+never reaches output or logs.
 """
 
 from __future__ import annotations
