@@ -2,7 +2,8 @@
 
 The same search space, sampler seed, pruner and budget run through:
   hpo-sqlite / hpo-postgres     hpo's driver and Ray workers (the Ray start-up is excluded, as
-                                for Ray Tune: all share one Ray runtime started up front)
+                                for Ray Tune: all share one Ray runtime started up front, and
+                                each system starts with an idle Ray worker per CPU)
   optuna-sqlite / optuna-postgres  distributed Optuna as its docs show it: one process per core,
                                 `study.optimize` on the same RDB storage, a global trial budget
                                 (MaxTrialsCallback)
@@ -261,7 +262,23 @@ def drop_postgres(url: str) -> None:
     engine.dispose()
 
 
+@ray.remote(num_cpus=1)
+def _hold_a_worker() -> None:
+    time.sleep(0.5)  # long enough that each of these tasks runs in a worker of its own
+
+
+def same_ray_state() -> None:
+    """Every system starts on the Ray runtime as `ray.init` leaves it: an idle worker per CPU.
+
+    Without this the order of the systems leaks into their figures: Ray Tune's trial actors take
+    Ray's idle workers with them when they exit, so whichever system runs next waits for new
+    worker processes (about 0.7 s on the 2-core machine) that the others found ready.
+    """
+    ray.get([_hold_a_worker.remote() for _ in range(WORKERS)])
+
+
 def run_system(system: str, cfg: dict, seed: int, tmp: Path) -> dict:
+    same_ray_state()
     if system == "raytune":
         return run_raytune(cfg, seed, tmp)
     if system.endswith("postgres"):

@@ -28,7 +28,7 @@ from hpo.jobs import JobState
 from hpo.ray_runtime import cluster_capacity
 from hpo.recorder import ATTEMPT_ATTR, INFO_ATTR, RETRY_OF_ATTR, StudyRecorder
 from hpo.spec import StudySpec
-from workers.channel import ReportChannel
+from workers.channel import forget_channel, process_channel
 from workers.runner import TrialOutcome, TrialTask, run_remote_trial
 
 _remote_trial = ray.remote(max_retries=0)(run_remote_trial)
@@ -182,10 +182,10 @@ class StudyDriver:
         if self.observer:
             self.observer.started(self.spec, self.counts)
         self._decisions = self.spec.pruner.name != "none" and not self.spec.is_multi_objective
-        channel = ReportChannel.remote(self._decisions)
+        channel = self._open_channel()
         deadline = time.monotonic() + self.spec.timeout if self.spec.timeout else None
         next_beat = time.monotonic() + self.heartbeat_interval
-        take = channel.take.remote(self.poll_interval)
+        take = channel.take.remote(self._box, self.poll_interval)
         try:
             while True:
                 if self.heartbeat and time.monotonic() >= next_beat:
@@ -214,8 +214,8 @@ class StudyDriver:
                     ready, _ = ray.wait([*self._running, take], num_returns=len(self._running) + 1, timeout=0)
                 for ref in ready:
                     if ref == take:
-                        self._answer_reports(channel, ray.get(take))
-                        take = channel.take.remote(self.poll_interval)
+                        self._answer_reports(channel, self._take(channel, take))
+                        take = channel.take.remote(self._box, self.poll_interval)
                     else:
                         self._collect(ref)
         except LeaseLost:
@@ -228,10 +228,22 @@ class StudyDriver:
             self._abandon_running(f"driver stopped: {type(exc).__name__}")
             raise
         finally:
-            ray.kill(channel)
+            channel.close.remote(self._box)  # workers still reporting to it are told to stop
         self._fail_orphans()
         self.recorder.flush()
         return self._result(deadline)
+
+    def _open_channel(self):
+        """This process's report channel, with a mailbox for this run of the study."""
+        self._box = f"{self.study.study_name}/{uuid.uuid4().hex[:8]}"
+        return process_channel()
+
+    def _take(self, channel, take: ray.ObjectRef) -> list[tuple[str, int, float]]:
+        try:
+            return ray.get(take)
+        except ray.exceptions.RayActorError:
+            forget_channel(channel)  # the next study of this process starts a new channel
+            raise
 
     def _beat(self) -> JobState | None:
         """Renew the job's and the running attempts' leases; None while we hold the job."""
@@ -273,6 +285,7 @@ class StudyDriver:
         key = f"{trial._trial_id}-{uuid.uuid4().hex[:8]}"
         task = TrialTask(
             key=key,
+            box=self._box,
             trial_number=trial.number,
             objective=self.spec.objective,
             params=params,
@@ -306,7 +319,7 @@ class StudyDriver:
             stop = True if run is None else self.recorder.report(run.trial, step, value)
             decisions.append((key, step, stop))
         if self._decisions:  # the pruner read the reports from memory: answer first,
-            channel.decide.remote(decisions)
+            channel.decide.remote(self._box, decisions)
         self._flush_due()  # then store them, with the others of the last flush_interval
 
     def _flush_due(self) -> None:

@@ -1,54 +1,138 @@
-"""The report channel: a small async Ray actor between running trials and their driver.
+"""The report channel: one small async Ray actor per driver process, between running trials and
+the drivers of that process.
 
-Workers call ``report`` and wait for the decision; the driver long-polls ``take`` for pending
-reports, asks the pruner, and answers with ``decide``. The actor is owned by the driver, so it
-dies with it and a worker of a dead driver fails instead of training on forever.
+Each run of a study has a mailbox in it (made by its first report or take). Workers call
+``report`` and wait for the decision; the driver long-polls ``take`` for its mailbox's reports,
+asks the pruner, and answers with ``decide``; ``close`` ends the mailbox for good (a worker still
+reporting to it is told to stop).
+Every study of an `hpo serve` (and every study a notebook runs) shares the one actor, so a study
+adds no process to start and no memory to Ray. The actor is owned by the driver process, so it
+dies with it and a worker of a dead driver fails instead of training on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from dataclasses import dataclass, field
 
 import ray
 
 Report = tuple[str, int, float]  # (attempt key, step, value)
 
 
+@dataclass
+class _Mailbox:
+    pending: list[Report] = field(default_factory=list)
+    waiters: dict[tuple[str, int], asyncio.Future] = field(default_factory=dict)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 @ray.remote(num_cpus=0, max_restarts=0)
 class ReportChannel:
-    def __init__(self, decisions: bool = True) -> None:
-        """``decisions``: workers wait for a prune decision on each report. Without a pruner
-        (or with several objectives) there is nothing to wait for: reports are only queued
-        for the driver to store, and the worker goes on at once."""
-        self._decisions = decisions
-        self._pending: list[Report] = []
-        self._waiters: dict[tuple[str, int], asyncio.Future] = {}
-        self._arrived = asyncio.Event()
+    def __init__(self) -> None:
+        self._boxes: dict[str, _Mailbox] = {}
+        self._closed: set[str] = set()  # a few bytes per study run, for the process's lifetime
 
-    async def report(self, key: str, step: int, value: float) -> bool:
-        """Called by a worker; returns True when the trial must stop."""
-        self._pending.append((key, step, value))
-        self._arrived.set()
-        if not self._decisions:
+    def _box(self, box: str) -> _Mailbox | None:
+        if box in self._closed:
+            return None
+        mailbox = self._boxes.get(box)
+        if mailbox is None:
+            mailbox = self._boxes[box] = _Mailbox()
+        return mailbox
+
+    async def report(self, box: str, key: str, step: int, value: float, wait: bool = True) -> bool:
+        """Called by a worker; returns True when the trial must stop.
+
+        ``wait``: wait for the driver's prune decision. Without a pruner (or with several
+        objectives) there is nothing to wait for: the report is only queued for the driver to
+        store, and the answer is False unless the mailbox is closed.
+        """
+        mailbox = self._box(box)
+        if mailbox is None:  # its driver is done with the study: nobody stores this trial
+            return True
+        mailbox.pending.append((key, step, value))
+        mailbox.arrived.set()
+        if not wait:
             return False
         future = asyncio.get_running_loop().create_future()
-        self._waiters[(key, step)] = future
+        mailbox.waiters[(key, step)] = future
         return await future
 
-    async def take(self, timeout: float) -> list[Report]:
+    async def take(self, box: str, timeout: float) -> list[Report]:
         """Called by the driver: the reports that arrived, waiting up to ``timeout`` for one."""
-        if not self._pending:
+        mailbox = self._box(box)
+        if mailbox is None:
+            return []
+        if not mailbox.pending:
             try:
-                await asyncio.wait_for(self._arrived.wait(), timeout)
+                await asyncio.wait_for(mailbox.arrived.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
-        reports, self._pending = self._pending, []
-        self._arrived.clear()
+        reports, mailbox.pending = mailbox.pending, []
+        mailbox.arrived.clear()
         return reports
 
-    async def decide(self, decisions: list[tuple[str, int, bool]]) -> None:
+    async def decide(self, box: str, decisions: list[tuple[str, int, bool]]) -> None:
         """Called by the driver: wake each waiting worker with its prune decision."""
+        mailbox = self._boxes.get(box)
+        if mailbox is None:
+            return
         for key, step, stop in decisions:
-            future = self._waiters.pop((key, step), None)
+            future = mailbox.waiters.pop((key, step), None)
             if future is not None and not future.done():
                 future.set_result(stop)
+
+    async def close(self, box: str) -> None:
+        """Called by the driver when it stops: workers still waiting on ``box`` are told to stop."""
+        self._closed.add(box)
+        mailbox = self._boxes.pop(box, None)
+        if mailbox is None:
+            return
+        for future in mailbox.waiters.values():
+            if not future.done():
+                future.set_result(True)
+        mailbox.arrived.set()  # a take still waiting returns at once
+
+    async def boxes(self) -> int:
+        """How many mailboxes are open (for tests and diagnostics)."""
+        return len(self._boxes)
+
+
+_lock = threading.Lock()
+_shared: dict[tuple[str, str, str], ray.actor.ActorHandle] = {}
+
+
+def process_channel() -> ray.actor.ActorHandle:
+    """This process's channel in the Ray runtime it is connected to, created on first use.
+
+    Keyed by the connection (GCS address, node and job), so a process that shuts Ray down and
+    starts or joins another gets a new channel instead of a handle to a dead one. A channel made
+    earlier is pinged first (a millisecond): one that died meanwhile is replaced. A new one is
+    not waited for: trials start while its process starts, and their reports queue meanwhile.
+    """
+    ctx = ray.get_runtime_context()
+    key = (ctx.gcs_address, ctx.get_node_id(), ctx.get_job_id())
+    with _lock:
+        handle = _shared.get(key)
+        if handle is not None:
+            try:
+                ray.get(handle.boxes.remote(), timeout=10)
+            except ray.exceptions.RayActorError:
+                handle = None
+            except ray.exceptions.GetTimeoutError:  # alive but not answering: replace it
+                ray.kill(handle)
+                handle = None
+        if handle is None:
+            _shared.clear()
+            handle = _shared[key] = ReportChannel.remote()
+        return handle
+
+
+def forget_channel(handle: ray.actor.ActorHandle) -> None:
+    """Drop a channel that died, so the next study of this process starts a new one."""
+    with _lock:
+        for key, shared in list(_shared.items()):
+            if shared is handle:
+                del _shared[key]

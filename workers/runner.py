@@ -38,6 +38,7 @@ class TrialTask:
     n_values: int = 1  # how many objective values (directions) the study has
     metrics: tuple[str, ...] | None = None  # their names, for objectives that return a dict
     decisions: bool = True  # each report waits for the pruner's decision (False: no pruner)
+    box: str = ""  # the study's mailbox in the report channel (one per running driver)
 
 
 @dataclass
@@ -188,21 +189,21 @@ def _short_traceback(exc: BaseException, lines: int = 12) -> str:
 def run_remote_trial(task: TrialTask, channel) -> TrialOutcome:
     """Ray task body: run the trial, sending each report through the driver's channel.
 
-    Without prune decisions a report is not waited for (the trial goes on at once); the one
-    before it is checked when it has arrived, so a trial whose driver died still stops at its
-    next report instead of training on.
+    Without prune decisions a report is not waited for (the trial goes on at once); the answer
+    to the one before it is checked when it has arrived, so a trial whose driver died (the
+    channel is gone: that raises) or stopped tracking it (its mailbox is closed: the answer is
+    True) still stops at its next report instead of training on.
     """
     import ray
 
     previous: list = []
 
     def send(step: int, value: float) -> bool:
-        ref = channel.report.remote(task.key, step, value)
+        ref = channel.report.remote(task.box, task.key, step, value, task.decisions)
         if task.decisions:
             return ray.get(ref)
-        if previous and ray.wait(previous, timeout=0)[0]:
-            ray.get(previous[0])  # raises when the channel (its driver) is gone
+        stop = bool(previous and ray.wait(previous, timeout=0)[0] and ray.get(previous[0]))
         previous[:] = [ref]
-        return False
+        return stop
 
     return run_trial(task, send)

@@ -1,0 +1,99 @@
+"""The report channel: one actor per driver process, one mailbox per study run, on real Ray."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import ray
+from optuna.trial import TrialState
+
+from workers.channel import ReportChannel, process_channel
+
+from studies import HARTMANN6, assert_exact_budget, assert_stopped_at_decision, drive, make_spec
+
+
+def test_mailboxes_keep_studies_apart(ray_runtime):
+    channel = ReportChannel.remote()
+    waiting_a = channel.report.remote("a", "t1", 0, 0.5)
+    waiting_b = channel.report.remote("b", "t1", 0, 0.7)
+    assert ray.get(channel.report.remote("b", "t2", 0, 0.9, False)) is False  # queued, not waited for
+    assert ray.get(channel.take.remote("a", 5.0)) == [("t1", 0, 0.5)]
+    assert sorted(ray.get(channel.take.remote("b", 5.0))) == [("t1", 0, 0.7), ("t2", 0, 0.9)]
+    ray.get(channel.decide.remote("a", [("t1", 0, True)]))
+    assert ray.get(waiting_a, timeout=10) is True
+    ray.get(channel.decide.remote("b", [("t1", 0, False)]))
+    assert ray.get(waiting_b, timeout=10) is False
+    ray.kill(channel)
+
+
+def test_a_closed_mailbox_stops_its_workers_and_stays_closed(ray_runtime):
+    channel = ReportChannel.remote()
+    waiting = channel.report.remote("s", "t1", 3, 1.0)
+    assert ray.get(channel.take.remote("s", 5.0)) == [("t1", 3, 1.0)]
+    ray.get(channel.close.remote("s"))
+    assert ray.get(waiting, timeout=10) is True  # the worker waiting for a decision is told to stop
+    assert ray.get(channel.report.remote("s", "t2", 0, 1.0, False)) is True  # so is a late one
+    assert ray.get(channel.take.remote("s", 30.0), timeout=10) == []  # no long wait on a closed box
+    assert ray.get(channel.boxes.remote()) == 0
+    ray.kill(channel)
+
+
+def test_one_channel_per_process_and_a_dead_one_is_replaced(ray_runtime):
+    first = process_channel()
+    assert process_channel() is first
+    ray.kill(first)
+    second = process_channel()
+    assert second is not first
+    assert ray.get(second.report.remote("box", "t", 0, 1.0, False)) is False
+
+
+def _channel_processes() -> int:
+    """Live processes whose title is Ray's for a ReportChannel actor (from /proc)."""
+    count = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            count += cmdline.read_bytes().startswith(b"ray::ReportChannel")
+        except OSError:  # the process ended meanwhile
+            pass
+    return count
+
+
+def test_studies_running_at_once_share_the_channel_and_prune_correctly(ray_runtime, store):
+    """As under `hpo serve`: two drivers in threads of one process, each with its own pruner;
+    every decision reaches its own study's worker, and no study adds a channel process."""
+    process_channel()  # this process's channel exists before the studies start
+    seen, done = [], threading.Event()
+
+    def watch():  # how many channel processes exist while the studies run
+        while not done.wait(0.1):
+            seen.append(_channel_processes())
+
+    results = {}
+
+    def run(name, upper):
+        spec = make_spec(
+            name=name, objective="builtin:hartmann6", search_space=HARTMANN6, sampler="random", seed=3,
+            n_trials=8, max_concurrent_trials=1, objective_args={"steps": 4, "noise": 0.0},
+            pruner={"name": "threshold", "options": {"upper": upper}},
+        )
+        results[name] = drive(store, spec)[0]
+
+    threads = [threading.Thread(target=run, args=(name, upper)) for name, upper in (("low", 0.2), ("high", 0.5))]
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    done.set()
+    watcher.join()
+    assert set(results) == {"low", "high"}
+    for name, upper in (("low", 0.2), ("high", 0.5)):
+        study = results[name]
+        assert_exact_budget(study, 8)
+        assert_stopped_at_decision(study)
+        for trial in study.trials:  # curves only go down: pruned at step 0 exactly when above
+            above = trial.intermediate_values[0] > upper
+            assert trial.state == (TrialState.PRUNED if above else TrialState.COMPLETE), (name, trial.number)
+    assert seen and set(seen) == {1}
