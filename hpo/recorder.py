@@ -39,12 +39,34 @@ log = logging.getLogger("hpo.driver")
 T = TypeVar("T")
 
 
+# Operational errors that pass (the server restarts, fails over, is busy or locked), by driver.
+_PG_TRANSIENT_CLASSES = ("08", "40", "53", "57")  # connection, rollback, resources, operator
+_MYSQL_TRANSIENT = {1040, 1053, 1205, 1213, 1927, 2002, 2003, 2005, 2006, 2013, 2055, 4031}
+_SQLITE_TRANSIENT = {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PROTOCOL"}
+
+
 def _is_outage(exc: BaseException) -> bool:
+    """Whether a write failed because the store is (for now) unreachable, busy or locked, so
+    that it is worth retrying; an error in what was written (a failed CHECK constraint or an
+    unknown column on MySQL is an OperationalError too, as is SQLite's "no such table") is
+    raised at once."""
     if isinstance(exc, StorageInternalError) and exc.__cause__ is not None:
         exc = exc.__cause__  # Optuna wraps the database's error
-    if isinstance(exc, OperationalError):
+    if isinstance(exc, DBAPIError) and getattr(exc, "connection_invalidated", False):
         return True
-    return isinstance(exc, DBAPIError) and bool(getattr(exc, "connection_invalidated", False))
+    if not isinstance(exc, OperationalError):
+        return False
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):  # pymysql and mysqlclient: (errno, message)
+        return args[0] in _MYSQL_TRANSIENT
+    sqlstate = getattr(orig, "sqlstate", None)  # psycopg; None when no server answered
+    if sqlstate:
+        return sqlstate[:2] in _PG_TRANSIENT_CLASSES
+    name = getattr(orig, "sqlite_errorname", None)  # sqlite3
+    if name:
+        return name in _SQLITE_TRANSIENT
+    return True  # no code to go by (e.g. a connection that could not be made): an outage
 
 
 class StudyRecorder:
