@@ -12,7 +12,7 @@ The same search space, sampler seed, pruner and budget run through:
 Workloads: `overhead` (near-zero objective, 5 reports), `utilization` (1 s sleeping trials on 2
 workers) and `quality` (torch MLP on digits with epochs as the fidelity; median of seeds).
 
-    python benchmarks/compare.py [--smoke] [--only overhead,utilization,quality] [--out DIR] [--reuse JSON]
+    python benchmarks/compare.py [--smoke] [--only overhead,utilization,quality] [--seeds N] [--out DIR] [--reuse JSON]
 
 Writes DIR/results.json and DIR/best_vs_time.html (+ .png when it can be rendered) and prints
 a table.
@@ -53,7 +53,7 @@ WORKERS = 2
 # ---------------------------------------------------------------------------- configuration
 
 
-def workload_config(name: str, smoke: bool) -> dict[str, Any]:
+def workload_config(name: str, smoke: bool, seeds: int = 3) -> dict[str, Any]:
     if name == "overhead":
         return dict(fn="noop", space=workloads.NOOP_SPACE, args={}, n_trials=20 if smoke else 500,
                     direction="minimize", pruner=True, seeds=[0])
@@ -63,7 +63,7 @@ def workload_config(name: str, smoke: bool) -> dict[str, Any]:
     if name == "quality":
         return dict(fn="train", space=workloads.TRAIN_SPACE, args={"epochs": 2 if smoke else 8},
                     n_trials=4 if smoke else 40, direction="maximize", pruner=True,
-                    seeds=[0] if smoke else [0, 1, 2])
+                    seeds=[0] if smoke else list(range(seeds)))
     raise SystemExit(f"unknown workload {name!r}")
 
 
@@ -350,6 +350,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny budgets (CI)")
     parser.add_argument("--only", default="overhead,utilization,quality")
     parser.add_argument("--systems", default="hpo-sqlite,hpo-postgres,optuna-sqlite,optuna-postgres,raytune")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the quality workload (median of them)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--reuse", type=Path, help="an earlier results.json: keep its workloads that --only skips "
                         "(marked as reused in the output)")
@@ -369,7 +370,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         for workload in args.only.split(","):
-            cfg = workload_config(workload, args.smoke)
+            cfg = workload_config(workload, args.smoke, args.seeds)
             results["config"][workload] = {k: v for k, v in cfg.items() if k != "space"}
             results["workloads"][workload] = {}
             for system in systems:
