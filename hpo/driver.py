@@ -28,7 +28,7 @@ from hpo.jobs import JobState
 from hpo.ray_runtime import cluster_capacity
 from hpo.recorder import ATTEMPT_ATTR, INFO_ATTR, RETRY_OF_ATTR, StudyRecorder
 from hpo.spec import StudySpec
-from workers.channel import forget_channel, process_channel
+from workers.channel import process_channel
 from workers.runner import TrialOutcome, TrialTask, run_remote_trial
 
 _remote_trial = ray.remote(max_retries=0)(run_remote_trial)
@@ -214,7 +214,7 @@ class StudyDriver:
                     ready, _ = ray.wait([*self._running, take], num_returns=len(self._running) + 1, timeout=0)
                 for ref in ready:
                     if ref == take:
-                        self._answer_reports(channel, self._take(channel, take))
+                        self._answer_reports(channel, ray.get(take))
                         take = channel.take.remote(self._box, self.poll_interval)
                     else:
                         self._collect(ref)
@@ -237,13 +237,6 @@ class StudyDriver:
         """This process's report channel, with a mailbox for this run of the study."""
         self._box = f"{self.study.study_name}/{uuid.uuid4().hex[:8]}"
         return process_channel()
-
-    def _take(self, channel, take: ray.ObjectRef) -> list[tuple[str, int, float]]:
-        try:
-            return ray.get(take)
-        except ray.exceptions.RayActorError:
-            forget_channel(channel)  # the next study of this process starts a new channel
-            raise
 
     def _beat(self) -> JobState | None:
         """Renew the job's and the running attempts' leases; None while we hold the job."""

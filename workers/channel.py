@@ -101,7 +101,7 @@ class ReportChannel:
 
 
 _lock = threading.Lock()
-_shared: dict[tuple[str, str, str], ray.actor.ActorHandle] = {}
+_shared: tuple[tuple[str, str, str], ray.actor.ActorHandle] | None = None  # (connection, channel)
 
 
 def process_channel() -> ray.actor.ActorHandle:
@@ -112,10 +112,11 @@ def process_channel() -> ray.actor.ActorHandle:
     earlier is pinged first (a millisecond): one that died meanwhile is replaced. A new one is
     not waited for: trials start while its process starts, and their reports queue meanwhile.
     """
+    global _shared
     ctx = ray.get_runtime_context()
     key = (ctx.gcs_address, ctx.get_node_id(), ctx.get_job_id())
     with _lock:
-        handle = _shared.get(key)
+        handle = _shared[1] if _shared is not None and _shared[0] == key else None
         if handle is not None:
             try:
                 ray.get(handle.boxes.remote(), timeout=10)
@@ -125,14 +126,6 @@ def process_channel() -> ray.actor.ActorHandle:
                 ray.kill(handle)
                 handle = None
         if handle is None:
-            _shared.clear()
-            handle = _shared[key] = ReportChannel.remote()
+            handle = ReportChannel.remote()
+            _shared = (key, handle)
         return handle
-
-
-def forget_channel(handle: ray.actor.ActorHandle) -> None:
-    """Drop a channel that died, so the next study of this process starts a new one."""
-    with _lock:
-        for key, shared in list(_shared.items()):
-            if shared is handle:
-                del _shared[key]
