@@ -20,6 +20,7 @@ from hpo.errors import HpoError
 from hpo.execution import run_job
 from hpo.jobs import FINISHED, Jobs, JobState, default_owner
 from hpo.queries import StudySummary, export_study, get_job, list_jobs, summarize, trial_rows
+from hpo.ray_backend import prepare_workers
 from hpo.ray_runtime import ray_session
 from hpo.spec import StudySpec, load_spec
 from hpo.store import Store
@@ -41,9 +42,7 @@ def _store(storage: str | None) -> Iterator[Store]:
 
 
 def _spec(spec: StudySpec | str | Path, **overrides: Any) -> StudySpec:
-    spec = spec if isinstance(spec, StudySpec) else load_spec(spec, **overrides)
-    check_objective(spec)
-    return spec
+    return spec if isinstance(spec, StudySpec) else load_spec(spec, **overrides)
 
 
 def upgrade_db(storage: str | None = None) -> str:
@@ -58,6 +57,7 @@ def submit(spec: StudySpec | str | Path, *, storage: str | None = None, name: st
            n_trials: int | None = None) -> str:
     """Validate a spec and queue its study for `hpo serve`; returns the study name."""
     spec = _spec(spec, name=name, n_trials=n_trials)
+    check_objective(spec)
     with _store(storage) as store:
         store.check()
         check_new_study(store, spec, resume=False)
@@ -84,8 +84,13 @@ def run(
     spec = _spec(spec, name=name, n_trials=n_trials)
     with _store(storage) as store:
         store.check()
+        started = time.monotonic()
         with ray_session(ray_address):
-            plan_placement(spec)  # e.g. gpu per trial on a cluster without GPUs
+            timings = {"ray_start_s": round(time.monotonic() - started, 3)}
+            # e.g. gpu per trial on a cluster without GPUs; then the objective is imported and
+            # checked in the study's first workers (which keep it for the trials)
+            prepare_workers(spec, plan_placement(spec))
+            timings["first_worker_s"] = round(time.monotonic() - started - timings["ray_start_s"], 3)
             existing = check_new_study(store, spec, resume=True)
             store.upgrade()
             jobs = Jobs(store.engine)
@@ -100,7 +105,9 @@ def run(
                 run_job(store, spec, owner, observer=observer)
             except LeaseLost:
                 raise HpoError(f"study {spec.name!r} was taken over by another owner") from None
-        return summarize(store, get_job(store, spec.name))
+        summary = summarize(store, get_job(store, spec.name))
+        summary.timings = timings
+        return summary
 
 
 def serve(

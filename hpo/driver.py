@@ -1,16 +1,18 @@
 """The study driver: sole owner of one Optuna study while it runs.
 
-It asks the study for parameters, runs each trial as a Ray task with the trial's resources,
-answers the workers' reports with the pruner's decision (so pruning works across the Ray
-boundary), and tells the study each result. Workers never touch the database.
+It asks the study for parameters, has a trial backend run each trial with the trial's resources
+(long-lived Ray workers by default), answers the workers' reports with the pruner's decision (so
+pruning works across the Ray boundary), and tells the study each result. Workers never touch the
+database. Every decision is the driver's (budget, retries, failure limit, timeouts, cancel, lease
+loss); the backend and the clock are seams, so that policy is tested on simulated ones too.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
-import time
 import uuid
 import zlib
 from collections.abc import Callable
@@ -18,20 +20,18 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import optuna
-import ray
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from hpo.backend import Finished, Report, Slot, TrialBackend
+from hpo.clock import Clock, SystemClock
 from hpo.errors import HpoError
 from hpo.jobs import JobState
-from hpo.ray_runtime import cluster_capacity
 from hpo.recorder import ATTEMPT_ATTR, INFO_ATTR, RETRY_OF_ATTR, StudyRecorder
 from hpo.spec import StudySpec
-from workers.channel import process_channel
-from workers.runner import TrialOutcome, TrialTask, run_remote_trial
+from workers.runner import TrialOutcome, TrialTask
 
-_remote_trial = ray.remote(max_retries=0)(run_remote_trial)
 log = logging.getLogger("hpo.driver")
 
 
@@ -73,11 +73,10 @@ class DriverResult:
 @dataclass
 class _Running:
     trial: optuna.Trial
-    key: str
-    ref: ray.ObjectRef
+    task: TrialTask
     params: dict[str, Any]
     attempt: int = 1
-    started: float | None = None  # None while queued in Ray behind the running trials
+    started: float | None = None  # None while prepared, waiting for a slot to free
 
 
 def trial_seed(spec: StudySpec, study_name: str, number: int) -> int:
@@ -98,9 +97,14 @@ class Placement:
     saturates: bool = False  # the cluster holds no more than `concurrency` such trials at once
 
 
-def plan_placement(spec: StudySpec) -> Placement:
-    """Check the spec's resources against the cluster; fail fast on what can never be placed."""
-    cpus, gpus = cluster_capacity()
+def plan_placement(spec: StudySpec, capacity: tuple[float, float] | None = None) -> Placement:
+    """Check the spec's resources against the cluster's (CPUs, GPUs), by default the connected
+    Ray cluster's; fail fast on what can never be placed."""
+    if capacity is None:
+        from hpo.ray_runtime import cluster_capacity
+
+        capacity = cluster_capacity()
+    cpus, gpus = capacity
     res = spec.resources
     gpu, note = res.gpu, None
     if gpu > 0 and gpus <= 0:
@@ -122,6 +126,12 @@ def plan_placement(spec: StudySpec) -> Placement:
                      saturates=concurrency >= fits)
 
 
+def trial_slot(spec: StudySpec, placement: Placement) -> Slot:
+    """The kind of worker a study's trials run in: its code's identity and its resources."""
+    return Slot(objective=spec.objective, import_path=os.path.realpath(spec.base_dir), cpu=placement.cpu,
+                gpu=placement.gpu, memory=placement.memory)
+
+
 class StudyDriver:
     """Runs one study to its budget. Not thread-safe: one driver per study, one thread."""
 
@@ -140,13 +150,22 @@ class StudyDriver:
         owner: str = "",
         engine: Engine | None = None,
         lease_s: float = 30.0,
+        backend: TrialBackend | None = None,
+        clock: Clock | None = None,
     ) -> None:
         """``heartbeat`` renews the owner's lease: None while held, else the job's new state
         (CANCELLED stops the study; anything else means another owner took it over).
         ``stop`` hands the study back (running trials are failed, to be re-run by the next
         owner); ``concurrency_cap`` bounds trials in flight (a fair share of a shared cluster).
         Reports reach the database at least every ``flush_interval`` seconds (and with every
-        trial's start and end); the pruner reads them from memory at once."""
+        trial's start and end); the pruner reads them from memory at once. ``backend`` runs
+        the trials (default: long-lived Ray workers); ``clock`` measures every interval."""
+        if backend is None:
+            from hpo.ray_backend import RayBackend
+
+            backend = RayBackend(poll_interval=poll_interval)
+        self.backend = backend
+        self.clock = clock or SystemClock()
         self.study = study
         self.spec = spec
         self.recorder = StudyRecorder(study, owner=owner, engine=engine)
@@ -163,33 +182,35 @@ class StudyDriver:
         self.counts = Counts()
         self._decisions = True  # whether workers wait for a prune decision on each report (set by run)
         self.best: Best | None = None
-        self._running: dict[ray.ObjectRef, _Running] = {}
-        self._by_key: dict[str, _Running] = {}
+        self._running: dict[str, _Running] = {}  # by attempt key; launched and prepared trials
         self._stop_reason: tuple[JobState, str] | None = None
         self._terminal_failures = 0  # failures that were not retried; they count for the limit
+        self._deadline: float | None = None  # the study's timeout, on self.clock
 
     # -- public -----------------------------------------------------------------------------
 
     def run(self) -> DriverResult:
-        self.placement = plan_placement(self.spec)
+        self.placement = plan_placement(self.spec, self.backend.capacity())
         limit = self.placement.concurrency
-        # One trial queued in Ray beyond the running ones starts the moment a slot frees (no idle
-        # gap for tell + ask + launch). Only where Ray's resources cap the concurrency anyway
-        # (else the queued trial would run at once, past max_concurrent_trials), and not on a
-        # shared serve, where it would take a slot from another study's fair share.
+        # One trial prepared beyond the running ones (asked, parameters stored) is launched the
+        # moment a slot frees, before the finished trial is told: no idle gap for tell + ask.
+        # Only where the cluster's resources cap the concurrency anyway, and not on a shared
+        # serve, where the slot that frees may be another study's fair share.
         ahead = 1 if self.placement.saturates and self.concurrency_cap is None else 0
         self._recover()
         if self.observer:
             self.observer.started(self.spec, self.counts)
         self._decisions = self.spec.pruner.name != "none" and not self.spec.is_multi_objective
-        channel = self._open_channel()
-        deadline = time.monotonic() + self.spec.timeout if self.spec.timeout else None
-        next_beat = time.monotonic() + self.heartbeat_interval
-        take = channel.take.remote(self._box, self.poll_interval)
+        self._box = f"{self.study.study_name}/{uuid.uuid4().hex[:8]}"
+        self._slot = trial_slot(self.spec, self.placement)
+        self.backend.open(self._box, self._slot)
+        now = self.clock.monotonic
+        self._deadline = now() + self.spec.timeout if self.spec.timeout else None
+        next_beat = now() + self.heartbeat_interval
         try:
             while True:
-                if self.heartbeat and time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + self.heartbeat_interval
+                if self.heartbeat and now() >= next_beat:
+                    next_beat = now() + self.heartbeat_interval
                     state = self._beat()
                     if state == JobState.CANCELLED:
                         self._abandon_running("the study was cancelled")
@@ -205,19 +226,15 @@ class StudyDriver:
                 self._flush_due()
                 if self.concurrency_cap is not None:
                     limit = max(1, min(self.placement.concurrency, self.concurrency_cap()))
-                while self._may_dispatch(limit + ahead, deadline):
-                    self._dispatch(channel, start=self.counts.running < limit)
+                while self._may_dispatch(limit + ahead):
+                    self._dispatch(start=self.counts.running < limit)
                 if not self._running:
                     break
-                ready, _ = ray.wait([*self._running, take], num_returns=1, timeout=self.poll_interval)
-                if ready:  # collect everything else that is ready too, in one go
-                    ready, _ = ray.wait([*self._running, take], num_returns=len(self._running) + 1, timeout=0)
-                for ref in ready:
-                    if ref == take:
-                        self._answer_reports(channel, ray.get(take))
-                        take = channel.take.remote(self._box, self.poll_interval)
-                    else:
-                        self._collect(ref)
+                events = self.backend.poll(self.poll_interval)
+                if events.reports:
+                    self._answer_reports(events.reports)
+                for finished in events.finished:
+                    self._collect(finished)
         except LeaseLost:
             self._abandon_running(None)  # the new owner fails and retries them
             raise
@@ -228,15 +245,10 @@ class StudyDriver:
             self._abandon_running(f"driver stopped: {type(exc).__name__}")
             raise
         finally:
-            channel.close.remote(self._box)  # workers still reporting to it are told to stop
+            self.backend.close()  # workers still reporting to this run are told to stop
         self._fail_orphans()
         self.recorder.flush()
-        return self._result(deadline)
-
-    def _open_channel(self):
-        """This process's report channel, with a mailbox for this run of the study."""
-        self._box = f"{self.study.study_name}/{uuid.uuid4().hex[:8]}"
-        return process_channel()
+        return self._result()
 
     def _beat(self) -> JobState | None:
         """Renew the job's and the running attempts' leases; None while we hold the job."""
@@ -253,7 +265,7 @@ class StudyDriver:
 
     # -- scheduling -------------------------------------------------------------------------
 
-    def _may_dispatch(self, limit: int, deadline: float | None) -> bool:
+    def _may_dispatch(self, limit: int) -> bool:
         if self._stop_reason is not None or len(self._running) >= limit:
             return False
         if self.recorder.exhausted:
@@ -262,12 +274,15 @@ class StudyDriver:
                 f"the {self.spec.sampler.name} sampler has no points left after {self.counts.finished} trials",
             )
             return False
-        if deadline is not None and time.monotonic() >= deadline:
+        if self._past_deadline():
             return False
         n_trials = self.spec.n_trials
         return n_trials is None or self.counts.finished + len(self._running) < n_trials
 
-    def _dispatch(self, channel, start: bool = True) -> None:
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and self.clock.monotonic() >= self._deadline
+
+    def _dispatch(self, start: bool = True) -> None:
         trial = self.recorder.ask()
         params = self.spec.search_space.sample(trial)
         attempt = int(trial.user_attrs.get(ATTEMPT_ATTR, 1))
@@ -285,41 +300,41 @@ class StudyDriver:
             args=self.spec.objective_args,
             seed=trial_seed(self.spec, self.study.study_name, trial.number),
             cpu=self.placement.cpu,
-            import_path=str(self.spec.base_dir),
+            import_path=self._slot.import_path,
             n_values=len(self.spec.study_directions),
             metrics=tuple(self.spec.metrics) if self.spec.metrics else None,
             decisions=self._decisions,
         )
-        options: dict[str, Any] = {"num_cpus": self.placement.cpu, "num_gpus": self.placement.gpu}
-        if self.placement.memory:
-            options["memory"] = self.placement.memory
-        ref = _remote_trial.options(**options).remote(task, channel)
-        run = _Running(trial=trial, key=key, ref=ref, params=params, attempt=attempt,
-                       started=time.monotonic() if start else None)
-        self._running[ref] = run
-        self._by_key[key] = run
+        run = _Running(trial=trial, task=task, params=params, attempt=attempt)
+        self._running[key] = run
+        if start:
+            self._launch(run)
         self._count_running()
+
+    def _launch(self, run: _Running) -> None:
+        self.backend.launch(run.task)
+        run.started = self.clock.monotonic()
 
     def _count_running(self) -> None:
         self.counts.running = sum(run.started is not None for run in self._running.values())
 
-    def _answer_reports(self, channel, reports: list[tuple[str, int, float]]) -> None:
+    def _answer_reports(self, reports: list[Report]) -> None:
         decisions = []
         for key, step, value in reports:
-            run = self._by_key.get(key)
+            run = self._running.get(key)
             # A report from an attempt we no longer track (abandoned, or already told) is
             # dropped, and that worker is told to stop.
             stop = True if run is None else self.recorder.report(run.trial, step, value)
             decisions.append((key, step, stop))
         if self._decisions:  # the pruner read the reports from memory: answer first,
-            channel.decide.remote(self._box, decisions)
+            self.backend.decide(decisions)
         self._flush_due()  # then store them, with the others of the last flush_interval
 
     def _flush_due(self) -> None:
         """Write what is queued once every flush_interval. Reports of a running trial are all a
         flush can hold back: a driver that dies meanwhile loses only reports of trials that are
         re-run anyway, and a trial's start and its tell are written at once."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now >= self._next_flush:
             self._next_flush = now + self.flush_interval
             self.recorder.flush()
@@ -329,29 +344,30 @@ class StudyDriver:
         limit = self.spec.trial_timeout
         if limit is None:
             return
-        now = time.monotonic()
-        for ref, run in list(self._running.items()):
+        now = self.clock.monotonic()
+        for key, run in list(self._running.items()):
             if run.started is not None and now - run.started > limit:
-                ray.cancel(ref, force=True)
-                self._collect(ref, TrialOutcome(state="fail", error=f"trial exceeded trial_timeout of {limit:g} s"))
+                self.backend.cancel(key)
+                outcome = TrialOutcome(state="fail", error=f"trial exceeded trial_timeout of {limit:g} s")
+                self._collect(Finished(key, outcome))
 
-    def _collect(self, ref: ray.ObjectRef, outcome: TrialOutcome | None = None) -> None:
-        run = self._running.pop(ref)
-        self._by_key.pop(run.key, None)
-        if run.started is not None:  # Ray starts the oldest queued trial in the slot just freed
-            queued = next((r for r in self._running.values() if r.started is None), None)
-            if queued is not None:
-                queued.started = time.monotonic()
+    def _collect(self, finished: Finished) -> None:
+        run = self._running.pop(finished.key, None)
+        if run is None:  # an attempt this run no longer tracks
+            return
+        if run.started is not None:  # the prepared trial takes the slot just freed, at once
+            prepared = next((r for r in self._running.values() if r.started is None), None)
+            if prepared is not None and self._past_deadline():  # no trial starts after the timeout
+                self._running.pop(prepared.task.key)
+                self.recorder.fail(prepared.trial._trial_id, prepared.trial.number,
+                                   "not started: the study's timeout was reached", {"retried": False})
+                self.counts.failed += 1
+            elif prepared is not None:
+                self._launch(prepared)
         self._count_running()
-        infrastructure = False
-        if outcome is None:
-            try:
-                outcome = ray.get(ref)
-            except ray.exceptions.RayError as exc:
-                # The worker process or its node died (killed, OOM, node removed): not the
-                # objective's fault, so the trial is retried with the same parameters.
-                infrastructure = True
-                outcome = TrialOutcome(state="fail", error=f"{type(exc).__name__}: {_first_line(exc)}")
+        # An infrastructure failure (the worker process or its node died: killed, OOM, node
+        # removed) is not the objective's fault, so the trial is retried with the same parameters.
+        outcome, infrastructure = finished.outcome, finished.infrastructure
         info = {
             "owner": self.owner,
             "attempt": run.attempt,
@@ -363,7 +379,12 @@ class StudyDriver:
             "last_step": outcome.last_step,
             "metrics": outcome.metrics,
             "history": {str(k): v for k, v in sorted(outcome.history.items())},
+            "pid": outcome.pid,
+            "cold_start": outcome.cold,
         }
+        if outcome.cold:
+            info["startup_s"] = _rounded(outcome.startup_s)
+            info["startup_cpu_s"] = _rounded(outcome.startup_cpu_s)
         if outcome.reports:
             self.recorder.store_missing_reports(run.trial, outcome.reports)
         if outcome.state == "complete":
@@ -449,8 +470,9 @@ class StudyDriver:
 
     def _abandon_running(self, reason: str | None) -> None:
         """Stop running trials; record them FAIL with ``reason`` unless it is None."""
-        for ref, run in list(self._running.items()):
-            ray.cancel(ref, force=True)
+        for key, run in list(self._running.items()):
+            if run.started is not None:
+                self.backend.cancel(key)
             if reason is None:
                 continue
             try:
@@ -459,10 +481,9 @@ class StudyDriver:
             except Exception:  # the database may be what failed; the next owner cleans up
                 pass
         self._running.clear()
-        self._by_key.clear()
         self.counts.running = 0
 
-    def _result(self, deadline: float | None) -> DriverResult:
+    def _result(self) -> DriverResult:
         if self._stop_reason is not None:
             state, message = self._stop_reason
         else:
@@ -477,8 +498,8 @@ class LeaseLost(Exception):
     """Another owner took the study over; this driver must stop without writing more."""
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:500]
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _last_line(text: str) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import optuna
 
+from hpo.backend import TrialBackend
 from hpo.driver import DriverResult, LeaseLost, Observer, StudyDriver
 from hpo.jobs import Jobs, JobState
 from hpo.owned_storage import OwnedStudyStorage
@@ -28,6 +29,7 @@ def run_job(
     concurrency_cap: Callable[[], int] | None = None,
     lease_s: float = LEASE_S,
     heartbeat_s: float = HEARTBEAT_S,
+    backend: TrialBackend | None = None,
 ) -> DriverResult:
     """Drive the study of a job that ``owner`` has claimed, then record its end and release it.
 
@@ -43,6 +45,7 @@ def run_job(
         study, spec, observer=observer,
         heartbeat=lambda: jobs.renew(spec.name, owner, lease_s), heartbeat_interval=heartbeat_s,
         stop=stop, concurrency_cap=concurrency_cap, owner=owner, engine=store.engine, lease_s=lease_s,
+        backend=backend,
     )
     try:
         result = driver.run()

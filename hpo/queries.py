@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.accounting import study_compute
+from hpo.accounting import study_compute, worker_startup
 from hpo.errors import HpoError
 from hpo.jobs import Job, Jobs
 from hpo.recorder import ATTEMPT_ATTR, ERROR_ATTR, INFO_ATTR, RETRY_OF_ATTR
@@ -44,6 +44,9 @@ class StudySummary:
     pareto_front: list[dict[str, Any]] | None = None
     # Compute used by the trials and saved by pruning, with an energy estimate (hpo.accounting).
     compute: dict[str, Any] | None = None
+    # `hpo run` only: seconds to start (or join) Ray, and until the first worker had checked the
+    # objective (its process start and the objective's import)
+    timings: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,6 +158,7 @@ def export_study(store: Store, name: str) -> dict[str, Any]:
         "spec": json.loads(job.spec),
         "directions": [d.name.lower() for d in study.directions],
         "metric_names": study.metric_names,
+        "workers": worker_startup(study.get_trials(deepcopy=False)),
         "trials": [
             {
                 "number": t.number,

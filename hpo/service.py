@@ -20,12 +20,17 @@ from hpo.driver import LeaseLost, plan_placement
 from hpo.errors import HpoError
 from hpo.execution import HEARTBEAT_S, LEASE_S, run_job
 from hpo.jobs import Job, Jobs, JobState, default_owner
+from hpo.ray_backend import POOL, RayBackend
 from hpo.ray_runtime import cluster_capacity
 from hpo.spec import StudySpec
 from hpo.store import Store
 from hpo.submission import check_objective
 
 log = logging.getLogger("hpo.serve")
+
+# A study's workers stay this long after it ends, for a next study of the same kind (same
+# objective file, import path and resources): it starts on warm processes.
+KEEP_IDLE_WORKERS_S = 60.0
 
 
 class FairShare:
@@ -85,6 +90,7 @@ class Server:
         backoff = self.poll_s
         while not stop.is_set():
             self._reap()
+            POOL.reap(KEEP_IDLE_WORKERS_S)
             try:
                 while len(self._threads) < self.max_studies and not stop.is_set():
                     job = self.jobs.claim_next(self.owner, self.lease_s)
@@ -129,6 +135,7 @@ class Server:
                 self.store, spec, self.owner, stop=self.stopping,
                 concurrency_cap=lambda: self.share.cap(spec),
                 lease_s=self.lease_s, heartbeat_s=self.heartbeat_s,
+                backend=RayBackend(keep_idle_s=KEEP_IDLE_WORKERS_S),
             )
             log.info(
                 "study %s %s: %d complete, %d pruned, %d failed%s", name, result.state.lower(),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import optuna
 import sqlalchemy as sa
 
@@ -11,7 +9,7 @@ from hpo.errors import HpoError
 from hpo.jobs import FINISHED, Job, Jobs, JobState, utcnow
 from hpo.spec import StudySpec
 from hpo.store import Store
-from workers.runner import resolve_objective
+from workers.runner import check_objective as check_in_process
 
 
 def check_objective(spec: StudySpec) -> None:
@@ -20,20 +18,15 @@ def check_objective(spec: StudySpec) -> None:
     If the objective's module defines ``check_args(objective_args, base_dir) -> dict``, it is
     called too: a ValueError there (e.g. a missing dataset column) refuses the spec, and the
     returned args (e.g. with paths made absolute) replace the spec's objective_args.
+    ``hpo run`` does the same in its first workers instead (hpo.ray_backend.prepare_workers).
     """
-    try:
-        func = resolve_objective(spec.objective, str(spec.base_dir))
-    except Exception as exc:  # ImportError, SyntaxError, errors raised at import time
-        raise HpoError(f"objective {spec.objective!r} cannot be imported: {type(exc).__name__}: {exc}") from None
-    check = getattr(sys.modules.get(func.__module__), "check_args", None)
-    if check is None:
-        return
-    try:
-        checked = check(dict(spec.objective_args), str(spec.base_dir))
-    except (ValueError, TypeError, OSError) as exc:
-        raise HpoError(f"objective_args: {exc}") from None
-    if isinstance(checked, dict):
-        spec.objective_args = checked
+    apply_objective_check(spec, *check_in_process(spec.objective, str(spec.base_dir), spec.objective_args))
+
+
+def apply_objective_check(spec: StudySpec, error: str | None, args: dict) -> None:
+    if error is not None:
+        raise HpoError(error)
+    spec.objective_args = args
 
 
 def _tables(store: Store) -> set[str]:

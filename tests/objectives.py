@@ -100,3 +100,15 @@ def pid_writer(params, reporter, workdir: str, steps: int = 6, delay: float = 0.
         return value
     finally:
         mark.unlink(missing_ok=True)
+
+
+_CALLS: list[int] = []  # module-level state: it lives as long as the worker process does
+
+
+def counts_calls(params, reporter, delay: float = 0.05):
+    """Logs how many trials this process ran before (a module-level cache's hits)."""
+    _CALLS.append(reporter.trial_number)
+    time.sleep(delay)
+    reporter.log(calls=len(_CALLS))
+    reporter.report(0, params["x"])
+    return params["x"]

@@ -37,8 +37,7 @@ def test_exact_budget_with_pruning(ray_runtime, store):
         if trial.state == TrialState.COMPLETE:
             assert len(steps) == 6
             assert trial.value == pytest.approx(trial.intermediate_values[5])
-        else:
-            assert len(steps) < 6
+        else:  # pruned at its last report (which may be the final step's)
             assert trial.value == trial.intermediate_values[steps[-1]]
     best = min((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     assert result.best.number == best.number and result.best.value == best.value

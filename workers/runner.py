@@ -56,6 +56,10 @@ class TrialOutcome:
     duration: float = 0.0
     cpu_s: float = 0.0  # CPU time of the worker process while it ran the trial
     gpu_s: float = 0.0  # wall time x GPUs assigned
+    pid: int | None = None  # the worker process that ran the trial
+    cold: bool = False  # the first trial of that process (it paid the process's start-up)
+    startup_s: float | None = None  # cold only: the process's age when the trial began
+    startup_cpu_s: float | None = None  # cold only: CPU the process spent before the trial
 
 
 def resolve_objective(ref: str, import_path: str | None = None):
@@ -76,6 +80,23 @@ def resolve_objective(ref: str, import_path: str | None = None):
     if not callable(func):
         raise ValueError(f"{ref} is not callable")
     return func
+
+
+def check_objective(ref: str, import_path: str | None, args: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """Import the objective and call its module's ``check_args(objective_args, base_dir)`` hook if
+    it has one. Returns (None, the checked args) or (one line saying what is wrong, args)."""
+    try:
+        func = resolve_objective(ref, import_path)
+    except Exception as exc:  # ImportError, SyntaxError, errors raised at import time
+        return f"objective {ref!r} cannot be imported: {type(exc).__name__}: {exc}", args
+    check = getattr(sys.modules.get(func.__module__), "check_args", None)
+    if check is None:
+        return None, args
+    try:
+        checked = check(dict(args), import_path)
+    except (ValueError, TypeError, OSError) as exc:
+        return f"objective_args: {exc}", args
+    return None, checked if isinstance(checked, dict) else args
 
 
 def parse_result(

@@ -1,0 +1,71 @@
+"""The trial backend: the driver's one door to whatever runs trials.
+
+The driver decides (budget, retries, pruning, timeouts, cancel, lease loss); a backend only
+runs what it is given and says what happened. ``hpo.ray_backend.RayBackend`` runs trials on
+long-lived Ray workers; tests run the driver's policy on a fake one with simulated time.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from workers.runner import TrialOutcome, TrialTask
+
+Report = tuple[str, int, float]  # (attempt key, step, value)
+Decision = tuple[str, int, bool]  # (attempt key, step, stop)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """What one trial asks for: the identity of the code it runs and the resources it holds."""
+
+    objective: str
+    import_path: str | None
+    cpu: float
+    gpu: float = 0.0
+    memory: int | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    key: str
+    outcome: TrialOutcome
+    infrastructure: bool = False  # the worker or its node died: not the objective's fault
+
+
+@dataclass
+class Events:
+    reports: list[Report] = field(default_factory=list)
+    finished: list[Finished] = field(default_factory=list)
+
+
+class TrialBackend(ABC):
+    """Runs the trials of one study run. Not thread-safe: one backend per driver run."""
+
+    @abstractmethod
+    def capacity(self) -> tuple[float, float]:
+        """(CPUs, GPUs) the backend can give trials in total."""
+
+    @abstractmethod
+    def open(self, box: str, slot: Slot) -> None:
+        """Start a study run: its reports mailbox and the kind of worker its trials need."""
+
+    @abstractmethod
+    def launch(self, task: TrialTask) -> None:
+        """Start ``task`` now (the driver never launches more trials than it has slots)."""
+
+    @abstractmethod
+    def poll(self, timeout: float) -> Events:
+        """What happened since the last poll, waiting up to ``timeout`` seconds for something."""
+
+    @abstractmethod
+    def decide(self, decisions: list[Decision]) -> None:
+        """Answer reports that wait for a prune decision."""
+
+    @abstractmethod
+    def cancel(self, key: str) -> None:
+        """Stop a running trial; the backend reports nothing more about it."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """End the study run: running trials are stopped, their workers told to stop."""

@@ -1,0 +1,246 @@
+"""Trials on Ray: long-lived worker actors (one per slot) and the process's report channel.
+
+A trial is a call to a worker actor that keeps its process from one trial to the next, so
+imports, datasets built at module level and torch's warm-up are paid once per worker, not once
+per trial (Ray's task workers are killed when idle and restarted cold). Workers are pooled per
+process by their ``Slot`` (objective, import path, resources): a study reuses the workers of an
+earlier study only when they would run the same code with the same resources, and two studies
+whose modules share a name never run in one process.
+
+Idle workers hold their CPUs and GPUs in Ray, so none is kept idle while another kind of
+worker is wanted: a study run returns the workers it does not relaunch at its next poll, and
+the pool kills idle workers as soon as a study of another kind is running.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import ray
+
+from hpo.backend import Decision, Events, Finished, Slot, TrialBackend
+from hpo.driver import Placement, trial_slot
+from hpo.errors import HpoError
+from hpo.ray_runtime import cluster_capacity
+from hpo.spec import StudySpec
+from hpo.submission import apply_objective_check
+from workers.channel import process_channel
+from workers.runner import TrialOutcome, TrialTask
+from workers.worker import TrialWorker
+
+_Worker = ray.remote(max_restarts=0, max_task_retries=0)(TrialWorker)
+
+
+class WorkerPool:
+    """Idle workers of this process by slot, shared by every study the process drives.
+
+    It also knows every worker it started that is still alive, busy or idle, and what they hold:
+    an idle worker is ended rather than kept whenever workers this process asked for exceed the
+    cluster (one is waiting to be placed), or a study of another kind is running.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connection: tuple | None = None
+        self._idle: dict[Slot, list[tuple[Any, float]]] = {}
+        self._live: dict[Any, Slot] = {}  # every worker started and not ended, busy or idle
+        self._active: dict[Slot, int] = {}  # open study runs per slot
+        self._capacity = (0.0, 0.0)
+        self.started = 0  # worker processes this pool asked Ray for
+
+    def _check_connection(self) -> None:
+        """Handles of an earlier Ray runtime (shut down since) are dropped."""
+        ctx = ray.get_runtime_context()
+        key = (ctx.gcs_address, ctx.get_job_id())
+        if key != self._connection:
+            self._connection, self._idle, self._live, self._active = key, {}, {}, {}
+
+    def register(self, slot: Slot) -> None:
+        capacity = cluster_capacity()
+        with self._lock:
+            self._check_connection()
+            self._capacity = capacity
+            self._active[slot] = self._active.get(slot, 0) + 1
+            self._kill_idle(lambda other: other != slot)
+
+    def unregister(self, slot: Slot, keep_idle_s: float) -> None:
+        with self._lock:
+            self._active[slot] = self._active.get(slot, 1) - 1
+            if self._active[slot] <= 0:
+                del self._active[slot]
+            self._reap(keep_idle_s)
+
+    def acquire(self, slot: Slot) -> Any:
+        with self._lock:
+            if slot in self._idle:
+                return self._take_idle(slot)
+            # Idle workers of other kinds hold what no trial uses now: end them to make room.
+            while self._exceeds(slot) and self._idle:
+                self._end(self._take_idle(next(iter(self._idle))))
+            options: dict[str, Any] = {"num_cpus": slot.cpu, "num_gpus": slot.gpu}
+            if slot.memory:
+                options["memory"] = slot.memory
+            worker = _Worker.options(**options).remote(slot.objective, slot.import_path)
+            self._live[worker] = slot
+            self.started += 1
+            return worker
+
+    def release(self, slot: Slot, worker: Any) -> None:
+        """Keep an idle worker for the next trial of its kind, unless a worker waits to be placed
+        or another kind is running (the idle one holds what they may be waiting for)."""
+        with self._lock:
+            if self._exceeds(None) or any(other != slot for other in self._active):
+                self._end(worker)
+            else:
+                self._idle.setdefault(slot, []).append((worker, time.monotonic()))
+
+    def discard(self, worker: Any) -> None:
+        """End a worker that is dead or must stop mid-trial."""
+        with self._lock:
+            self._end(worker)
+
+    def reap(self, keep_idle_s: float) -> None:
+        with self._lock:
+            self._reap(keep_idle_s)
+
+    def idle(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._idle.values())
+
+    def _take_idle(self, slot: Slot) -> Any:
+        """An idle worker of ``slot`` (there is one: no slot is kept with an empty list)."""
+        worker = self._idle[slot].pop()[0]
+        if not self._idle[slot]:
+            del self._idle[slot]
+        return worker
+
+    def _exceeds(self, extra: Slot | None) -> bool:
+        """Whether the live workers (plus ``extra``) ask for more than the cluster has."""
+        slots = [*self._live.values(), *([extra] if extra else [])]
+        cpus, gpus = self._capacity
+        return sum(s.cpu for s in slots) > cpus + 1e-9 or sum(s.gpu for s in slots) > gpus + 1e-9
+
+    def _end(self, worker: Any) -> None:
+        self._live.pop(worker, None)
+        ray.kill(worker, no_restart=True)
+
+    def _reap(self, keep_idle_s: float) -> None:
+        cutoff = time.monotonic() - keep_idle_s
+        for slot in [s for s in self._idle if s not in self._active]:
+            for worker, since in self._idle[slot]:
+                if since <= cutoff:
+                    self._end(worker)
+            self._idle[slot] = [(w, t) for w, t in self._idle[slot] if t > cutoff]
+            if not self._idle[slot]:
+                del self._idle[slot]
+
+    def _kill_idle(self, which) -> None:
+        for slot in [s for s in self._idle if which(s)]:
+            for worker, _ in self._idle.pop(slot):
+                self._end(worker)
+
+
+POOL = WorkerPool()
+
+
+def prepare_workers(spec: StudySpec, placement: Placement, keep_s: float = 60.0) -> None:
+    """Start a study's workers before its first trial and check its objective in the first one
+    ready: the objective is imported where it runs (not in the driver too), while the others
+    import it in parallel. Raises HpoError when the objective cannot be imported or refuses its
+    args; the workers then wait idle (up to ``keep_s``) for the study's first trials."""
+    slot = trial_slot(spec, placement)
+    POOL.register(slot)
+    workers = [POOL.acquire(slot) for _ in range(placement.concurrency)]
+    try:
+        calls = [worker.check.remote(spec.objective_args) for worker in workers]
+        ready, _ = ray.wait(calls, num_returns=1)
+        result = ray.get(ready[0])
+    except ray.exceptions.RayError as exc:
+        raise HpoError(f"objective {spec.objective!r} cannot be checked: a Ray worker failed: {type(exc).__name__}") from None
+    finally:
+        for worker in workers:
+            POOL.release(slot, worker)
+        POOL.unregister(slot, keep_s)
+    apply_objective_check(spec, *result)
+
+
+class RayBackend(TrialBackend):
+    """One study run's trials on the process's worker pool.
+
+    ``keep_idle_s``: how long the run's workers stay for a next study of the same kind once it
+    ends (``hpo serve`` keeps them a minute; a single ``hpo run`` needs none).
+    """
+
+    def __init__(self, *, poll_interval: float = 1.0, keep_idle_s: float = 0.0, pool: WorkerPool = POOL) -> None:
+        self.poll_interval = poll_interval
+        self.keep_idle_s = keep_idle_s
+        self.pool = pool
+        self._busy: dict[ray.ObjectRef, tuple[str, Any]] = {}  # call -> (attempt key, worker)
+        self._by_key: dict[str, ray.ObjectRef] = {}
+        self._free: list[Any] = []  # workers whose trial just ended, for the driver's next launch
+
+    def capacity(self) -> tuple[float, float]:
+        return cluster_capacity()
+
+    def open(self, box: str, slot: Slot) -> None:
+        self._box, self._slot = box, slot
+        self._channel = process_channel()
+        self.pool.register(slot)
+        self._take = self._channel.take.remote(box, self.poll_interval)
+
+    def launch(self, task: TrialTask) -> None:
+        worker = self._free.pop() if self._free else self.pool.acquire(self._slot)
+        ref = worker.run.remote(task, self._channel)
+        self._busy[ref] = (task.key, worker)
+        self._by_key[task.key] = ref
+
+    def poll(self, timeout: float) -> Events:
+        # Workers the driver did not relaunch since the last poll go back to the pool.
+        while self._free:
+            self.pool.release(self._slot, self._free.pop())
+        calls = [*self._busy, self._take]
+        ready, _ = ray.wait(calls, num_returns=1, timeout=timeout)
+        if ready:  # everything else that is ready too, in one go
+            ready, _ = ray.wait(calls, num_returns=len(calls), timeout=0)
+        events = Events()
+        for ref in ready:
+            if ref == self._take:
+                events.reports.extend(ray.get(ref))
+                self._take = self._channel.take.remote(self._box, self.poll_interval)
+            else:
+                events.finished.append(self._finished(ref))
+        return events
+
+    def _finished(self, ref: ray.ObjectRef) -> Finished:
+        key, worker = self._busy.pop(ref)
+        self._by_key.pop(key, None)
+        try:
+            outcome: TrialOutcome = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            # The worker process or its node died (killed, OOM, node removed): not the
+            # objective's fault. The pool replaces the worker at the next launch.
+            self.pool.discard(worker)
+            first = (str(exc).strip().splitlines() or [""])[0][:500]
+            return Finished(key, TrialOutcome(state="fail", error=f"{type(exc).__name__}: {first}"), True)
+        self._free.append(worker)
+        return Finished(key, outcome)
+
+    def decide(self, decisions: list[Decision]) -> None:
+        self._channel.decide.remote(self._box, decisions)
+
+    def cancel(self, key: str) -> None:
+        """A running call cannot be interrupted in a worker that keeps state: end the worker."""
+        ref = self._by_key.pop(key, None)
+        if ref is not None:
+            _, worker = self._busy.pop(ref)
+            self.pool.discard(worker)
+
+    def close(self) -> None:
+        self._channel.close.remote(self._box)  # workers still reporting to it are told to stop
+        for key in list(self._by_key):
+            self.cancel(key)
+        while self._free:
+            self.pool.release(self._slot, self._free.pop())
+        self.pool.unregister(self._slot, self.keep_idle_s)

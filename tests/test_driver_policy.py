@@ -1,0 +1,177 @@
+"""The driver's policy on a simulated backend and clock: exact counts, no sleeps.
+
+Optuna and SQLite are real; only what runs the trials (hpo's TrialBackend seam) and time (its
+Clock seam) are simulated, so budgets, retries, limits, timeouts, cancel and lease loss are
+checked exactly. tests/test_driver.py and tests/test_faults.py run the same policy on Ray.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from optuna.trial import TrialState
+
+from hpo.driver import LeaseLost, StudyDriver
+from hpo.jobs import JobState
+from hpo.recorder import ERROR_ATTR
+
+from fake_backend import FakeBackend, FakeClock, Script
+from studies import assert_exact_budget, make_spec, new_study, states
+
+X = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
+
+
+def drive(store, spec, behave, *, clock=None, **kwargs):
+    clock = clock or FakeClock()
+    backend = FakeBackend(clock, behave)
+    study = new_study(store, spec)
+    driver = StudyDriver(study, spec, backend=backend, clock=clock, poll_interval=1.0, **kwargs)
+    return study, backend, driver
+
+
+def test_budget_is_exact_and_slots_are_never_exceeded(store):
+    spec = make_spec(search_space=X, n_trials=20, sampler="random")
+    study, backend, driver = drive(store, spec, lambda task: Script(duration=5 + 10 * task.params["x"]))
+    result = driver.run()
+    assert result.state == JobState.COMPLETED and result.counts.complete == 20
+    assert_exact_budget(study, 20)
+    assert len(backend.launched) == 20 and backend.most_at_once == 2 and backend.closed
+
+
+def test_worker_deaths_are_retried_with_the_same_parameters(store):
+    spec = make_spec(search_space=X, n_trials=10, sampler="random", max_retries=2)
+    # The 3rd and 6th parameter sets lose their worker once; the 8th on every attempt.
+    doomed: dict[float, int] = {}
+
+    def behave(task):
+        x = task.params["x"]
+        if x not in doomed:
+            doomed[x] = {2: 1, 5: 1, 7: 3}.get(len(doomed), 0)
+        left = doomed[x]
+        if left:
+            doomed[x] = left - 1
+        return Script(duration=3, crash=left > 0)
+
+    study, backend, driver = drive(store, spec, behave)
+    result = driver.run()
+    assert result.state == JobState.COMPLETED
+    assert_exact_budget(study, 10)
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    # two once each; the third three times (attempts 1-3), after which max_retries=2 gives up
+    assert len(failed) == 5
+    by_x: dict[float, list] = {}
+    for trial in study.trials:
+        by_x.setdefault(trial.params["x"], []).append(trial)
+    for trials in by_x.values():
+        attempts = [t.user_attrs.get("hpo:attempt", 1) for t in trials]
+        assert attempts == list(range(1, len(trials) + 1))  # same parameters, next attempt each time
+    gave_up = [ts for ts in by_x.values() if len(ts) == 3]
+    assert len(gave_up) == 1 and all(t.state == TrialState.FAIL for t in gave_up[0])
+    assert gave_up[0][-1].user_attrs["hpo:run"]["retried"] is False
+
+
+def test_failure_limit_stops_the_study_with_the_last_error(store):
+    spec = make_spec(search_space=X, n_trials=20, sampler="random", max_failed_trials=3, max_concurrent_trials=1)
+    study, backend, driver = drive(store, spec, lambda task: Script(duration=1, error="ValueError: bad data"))
+    result = driver.run()
+    assert result.state == JobState.FAILED
+    assert "stopped after 4 failed trials (max_failed_trials=3)" in result.message and "bad data" in result.message
+    assert states(study)[TrialState.FAIL] == 4 and states(study)[TrialState.RUNNING] == 0
+
+
+def test_trial_timeout_cancels_the_trial_and_fails_it(store):
+    spec = make_spec(search_space=X, n_trials=6, sampler="random", trial_timeout=30, max_concurrent_trials=1)
+    study, backend, driver = drive(store, spec, lambda task: Script(duration=100 if task.trial_number == 1 else 5))
+    driver.run()
+    assert_exact_budget(study, 6)
+    stuck = study.trials[1]
+    assert stuck.state == TrialState.FAIL and "trial_timeout of 30 s" in stuck.user_attrs[ERROR_ATTR]
+    assert len(backend.cancelled) == 1 and backend.cancelled[0].startswith(f"{stuck._trial_id}-")
+    # Cancelled within one poll of its limit (simulated time), and its slot reused at once.
+    start = next(t for t, key in backend.launched if key == backend.cancelled[0])
+    after = [t for t, _ in backend.launched if t > start]
+    assert 30 < after[0] - start <= 31
+
+
+def test_cancel_seen_at_a_heartbeat_stops_running_trials(store):
+    spec = make_spec(search_space=X, n_trials=50, sampler="random")
+    beats = []
+
+    def heartbeat():
+        beats.append(1)
+        return JobState.CANCELLED if len(beats) == 3 else None
+
+    study, backend, driver = drive(store, spec, lambda task: Script(duration=7), heartbeat=heartbeat,
+                                   heartbeat_interval=10)
+    result = driver.run()
+    assert result.state == JobState.CANCELLED
+    assert len(backend.cancelled) == 2 and backend.closed
+    cancelled = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(cancelled) == 3  # the two running and the one prepared
+    assert all("cancelled" in t.user_attrs[ERROR_ATTR] for t in cancelled)
+    assert states(study)[TrialState.RUNNING] == 0
+    assert states(study)[TrialState.COMPLETE] == 8  # two slots, 7 s each, cancelled at t=30
+
+
+def test_lease_loss_stops_without_writing_the_running_trials(store):
+    spec = make_spec(search_space=X, n_trials=50, sampler="random")
+    study, backend, driver = drive(store, spec, lambda task: Script(duration=7),
+                                   heartbeat=lambda: JobState.RUNNING, heartbeat_interval=10)
+    with pytest.raises(LeaseLost):
+        driver.run()
+    assert backend.closed and len(backend.cancelled) == 2
+    # The new owner fails and retries what was running; this one wrote nothing more.
+    assert states(study)[TrialState.RUNNING] == 3 and states(study)[TrialState.COMPLETE] == 2
+
+
+def test_stop_hands_running_trials_back(store):
+    spec = make_spec(search_space=X, n_trials=50, sampler="random")
+    stop = threading.Event()
+
+    def behave(task):
+        if task.trial_number == 6:
+            stop.set()
+        return Script(duration=4)
+
+    study, backend, driver = drive(store, spec, behave, stop=stop)
+    result = driver.run()
+    assert result.state == JobState.INTERRUPTED
+    handed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert handed and all("handed back" in t.user_attrs[ERROR_ATTR] for t in handed)
+    assert states(study)[TrialState.RUNNING] == 0
+
+
+def test_study_timeout_starts_no_trial_after_the_deadline(store):
+    spec = make_spec(search_space=X, n_trials=None, timeout=60, sampler="random")
+    study, backend, driver = drive(store, spec, lambda task: Script(duration=25))
+    result = driver.run()
+    # Trials start at 0, 0 (two slots), 25, 25, 50, 50; none at 75 > 60; the last end at 75.
+    assert [t for t, _ in backend.launched] == [0, 0, 25, 25, 50, 50]
+    assert result.state == JobState.COMPLETED and result.counts.complete == 6
+    # The trial prepared for the next free slot never started: it is failed, not left RUNNING.
+    assert states(study)[TrialState.RUNNING] == 0
+    assert [t.user_attrs[ERROR_ATTR] for t in study.get_trials(states=(TrialState.FAIL,))] == [
+        "not started: the study's timeout was reached"]
+
+
+def test_a_prepared_trial_takes_a_freed_slot_at_once(store):
+    spec = make_spec(search_space=X, n_trials=7, sampler="random")
+    study, backend, driver = drive(store, spec, lambda task: Script(duration=10 + task.trial_number))
+    driver.run()
+    assert_exact_budget(study, 7)
+    # The third trial was asked before any trial ended, and launched the moment trial 0 ended.
+    assert study.trials[2].datetime_start <= study.trials[0].datetime_complete
+    assert backend.launched[2][0] == 10
+    assert backend.most_at_once == 2
+
+
+def test_pruning_stops_trials_at_the_decision_step(store):
+    spec = make_spec(search_space=X, n_trials=16, sampler="random",
+                     pruner={"name": "median", "options": {"n_startup_trials": 2, "n_warmup_steps": 0}})
+    study, backend, driver = drive(store, spec, lambda task: Script(duration=10, steps=5, value=task.params["x"]))
+    result = driver.run()
+    assert_exact_budget(study, 16)
+    assert result.counts.pruned >= 3
+    for trial in study.get_trials(states=(TrialState.PRUNED,)):
+        assert max(trial.intermediate_values) == trial.user_attrs["hpo:run"]["last_step"] < 4

@@ -1,0 +1,77 @@
+"""Long-lived trial workers on a real Ray runtime: reuse, module-level state, identity, deaths."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+
+from hpo.driver import StudyDriver
+from hpo.ray_backend import POOL, RayBackend
+from hpo.spec import parse_spec
+
+from studies import assert_exact_budget, drive, make_spec, new_study
+
+X = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
+
+
+def runs(study) -> list[dict]:
+    return [t.user_attrs["hpo:run"] for t in sorted(study.trials, key=lambda t: t.number)]
+
+
+def test_twenty_trials_on_two_slots_start_at_most_three_processes(ray_runtime, store):
+    spec = make_spec(objective="objectives:counts_calls", search_space=X, n_trials=20, sampler="random")
+    study, _ = drive(store, spec)
+    assert_exact_budget(study, 20)
+    info = runs(study)
+    pids = {r["pid"] for r in info}
+    assert 1 <= len(pids) <= 3, pids
+    assert sum(r["cold_start"] for r in info) == len(pids)  # one cold start per process
+    by_pid = defaultdict(list)
+    for r in info:
+        by_pid[r["pid"]].append(r)
+    for trials in by_pid.values():
+        # The module-level cache: each later trial in a process saw the earlier ones' entries.
+        assert [r["metrics"]["calls"] for r in trials] == list(range(1, len(trials) + 1))
+        assert trials[0]["cold_start"] and not any(r["cold_start"] for r in trials[1:])
+        assert trials[0]["startup_cpu_s"] > 0 and trials[0]["startup_s"] > 0
+
+
+def _train_module(folder, value: float) -> None:
+    folder.mkdir()
+    (folder / "train.py").write_text(f"def objective(params, reporter):\n    return {value}\n")
+
+
+def test_studies_whose_modules_share_a_name_never_share_a_worker(ray_runtime, store, tmp_path):
+    _train_module(tmp_path / "a", 1.0)
+    _train_module(tmp_path / "b", 2.0)
+    values = {}
+    for name in ("a", "b"):
+        spec = parse_spec({"name": f"same-name-{name}", "objective": "train:objective", "search_space": X,
+                           "n_trials": 4, "max_concurrent_trials": 2}, base_dir=tmp_path / name)
+        study = new_study(store, spec)
+        # Workers kept after the run: the next study gets them only if it runs the same code.
+        StudyDriver(study, spec, poll_interval=0.2, backend=RayBackend(keep_idle_s=60)).run()
+        values[name] = {t.value for t in study.trials}
+    POOL.reap(0)
+    assert values == {"a": {1.0}, "b": {2.0}}
+
+
+def test_a_next_study_of_the_same_kind_starts_on_warm_workers(ray_runtime, store):
+    pids = []
+    for name in ("first", "second"):
+        spec = make_spec(name=name, objective="objectives:counts_calls", search_space=X, n_trials=4)
+        study = new_study(store, spec)
+        StudyDriver(study, spec, poll_interval=0.2, backend=RayBackend(keep_idle_s=60)).run()
+        pids.append({r["pid"]: r["cold_start"] for r in runs(study)})
+    POOL.reap(0)
+    assert POOL.idle() == 0
+    assert set(pids[1]) <= set(pids[0]) and not any(pids[1].values())
+
+
+def test_a_study_of_another_kind_ends_the_idle_workers(ray_runtime, store):
+    spec = make_spec(name="kept", objective="objectives:counts_calls", search_space=X, n_trials=2)
+    StudyDriver(new_study(store, spec), spec, poll_interval=0.2, backend=RayBackend(keep_idle_s=60)).run()
+    assert POOL.idle() == 2
+    other = make_spec(name="other", search_space=X, n_trials=2)  # objectives:curve: another kind
+    StudyDriver(new_study(store, other), other, poll_interval=0.2).run()
+    assert POOL.idle() == 0  # the kept ones were ended when the other kind opened, its own at its end

@@ -1,0 +1,64 @@
+"""A long-lived trial worker: one process that runs trial after trial of one objective.
+
+The driver keeps one such worker per slot (a Ray actor with the trial's CPUs, GPUs and memory),
+so what a process pays once (imports, datasets an objective builds at module level, torch's
+warm-up, a CUDA context) is paid once per worker, not once per trial. A worker only ever runs
+one objective from one import path: the driver's pool is keyed by that identity, so two studies
+whose modules share a name never meet in one process.
+
+Each outcome says which process ran the trial and, for the first trial of a process (a cold
+start), what the process spent before it: wall seconds since the process started and CPU
+seconds, imports and module-level data included.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from workers.runner import TrialOutcome, TrialTask, check_objective, resolve_objective, run_remote_trial
+
+
+class TrialWorker:
+    """The body of the worker actor (wrapped with ``ray.remote`` by the driver's backend)."""
+
+    def __init__(self, objective: str, import_path: str | None) -> None:
+        self.objective = objective
+        self.import_path = import_path
+        self.trials = 0
+
+    def run(self, task: TrialTask, channel) -> TrialOutcome:
+        if task.objective != self.objective or task.import_path != self.import_path:
+            # The pool's identity guarantees this never happens; refuse rather than mix code.
+            raise RuntimeError(f"worker for {self.objective!r} was sent a trial of {task.objective!r}")
+        cold = self.trials == 0
+        startup: tuple[float, float | None] | None = None
+        if cold:
+            try:  # the import (and any data built at module level) is start-up, not training
+                resolve_objective(task.objective, task.import_path)
+            except Exception:
+                pass  # run_trial resolves again and records the error as the trial's failure
+            startup = (time.process_time(), process_age())
+        self.trials += 1
+        outcome = run_remote_trial(task, channel)
+        outcome.pid = os.getpid()
+        outcome.cold = cold
+        if startup is not None:
+            outcome.startup_cpu_s, outcome.startup_s = startup
+        return outcome
+
+    def check(self, args: dict) -> tuple[str | None, dict]:
+        """Import the objective (start-up the process pays once anyway) and check its args."""
+        return check_objective(self.objective, self.import_path, args)
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux /proc), or None where that cannot be read."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
