@@ -154,6 +154,7 @@ def study_compute(
     saved_gpu = sum(s.gpu_s for s in savings)
     return {
         "trials_measured": len(measured),
+        "workers": worker_startup(trials),
         "cpu_s": cpu_s,
         "gpu_s": gpu_s,
         "cpu_hours": cpu_s / 3600,
@@ -171,6 +172,20 @@ def study_compute(
             "gpu_hours": saved_gpu / 3600,
             "kwh": energy_kwh(saved_cpu, saved_gpu, cpu_watts, gpu_watts),
         },
+    }
+
+
+def worker_startup(trials: Iterable[FrozenTrial]) -> dict[str, Any]:
+    """The worker processes that ran the trials, and what they spent before their first trial
+    (process start, imports, data an objective builds at module level): start-up, not training."""
+    infos = [run_info(t) for t in trials]
+    processes = {(info.get("node"), info["pid"]) for info in infos if info.get("pid") is not None}
+    cold = [info for info in infos if info.get("cold_start")]
+    return {
+        "processes": len(processes),
+        "cold_starts": len(cold),
+        "startup_cpu_s": sum(_number(info.get("startup_cpu_s")) for info in cold),
+        "startup_s": sum(_number(info.get("startup_s")) for info in cold),
     }
 
 

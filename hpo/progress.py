@@ -96,6 +96,13 @@ def compute_rows(compute: dict | None) -> list[tuple[str, str]]:
         return []
     watts = f"at {compute['cpu_watts']:g} W per CPU core, {compute['gpu_watts']:g} W per GPU"
     rows = [("compute", f"{_usage(compute)} ({compute['trials_measured']} trials measured; {watts})")]
+    workers = compute.get("workers")
+    if workers and workers["processes"]:
+        rows.append((
+            "workers",
+            f"{workers['processes']} processes ran the trials; their start-up before a first trial took "
+            f"{workers['startup_cpu_s']:.1f} CPU-s (not in compute above)",
+        ))
     saved = compute["saved"]
     if saved["pruned_trials"]:
         rows.append((

@@ -627,6 +627,12 @@ def _compute_html(rep: StudyReport) -> str:
                               f"and {c['gpu_watts']:g} W per GPU"),
         ("trials measured", str(c["trials_measured"])),
     ]
+    workers = c.get("workers")
+    if workers and workers["processes"]:
+        rows.append(("worker processes", f"<span id='worker-processes'>{workers['processes']}</span> ran the trials; "
+                     f"start-up before their first trial (imports, data built at import): "
+                     f"<span id='startup-cpu-seconds'>{workers['startup_cpu_s']:.2f}</span> CPU-s, "
+                     f"{workers['startup_s']:.2f} s (not in the CPU figure above)"))
     if saved["pruned_trials"]:
         rows.append((
             "saved by pruning (estimate)",

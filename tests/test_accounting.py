@@ -39,13 +39,13 @@ def study(store):
     trials = [
         # complete: 10 epochs, 20 CPU-s, 10 GPU-s
         create_trial(value=0.1, params={"x": 0.1}, distributions=X, intermediate_values=curve(10),
-                     user_attrs=run(20.0, 10.0, 9)),
+                     user_attrs=run(20.0, 10.0, 9, pid=101, cold_start=True, startup_s=3.5, startup_cpu_s=4.0)),
         # pruned after 2 epochs: 2 CPU-s and 1 GPU-s per epoch
         create_trial(state=TrialState.PRUNED, params={"x": 0.2}, distributions=X, intermediate_values=curve(2),
-                     user_attrs=run(4.0, 2.0, 1)),
+                     user_attrs=run(4.0, 2.0, 1, pid=101, cold_start=False)),
         # pruned after 5 epochs: 2 CPU-s per epoch, no GPU
         create_trial(state=TrialState.PRUNED, params={"x": 0.3}, distributions=X, intermediate_values=curve(5),
-                     user_attrs=run(10.0, 0.0, 4)),
+                     user_attrs=run(10.0, 0.0, 4, pid=202, cold_start=True, startup_s=2.5, startup_cpu_s=3.0)),
         # failed after using 6 CPU-s: used, but nothing saved
         create_trial(state=TrialState.FAIL, params={"x": 0.4}, distributions=X, intermediate_values=curve(3),
                      user_attrs=run(6.0, 0.0, 2, retried=False)),
@@ -62,6 +62,9 @@ def test_totals_savings_and_energy_are_exact(study):
     compute = study_compute(trials, {"epochs": 10}, cpu_watts=15, gpu_watts=300)
     assert compute == {
         "trials_measured": 4,
+        # two processes ran the measured trials, each paid its start-up once (the failed
+        # trial's record has no process: e.g. its worker died)
+        "workers": {"processes": 2, "cold_starts": 2, "startup_cpu_s": 7.0, "startup_s": 6.0},
         "cpu_s": 40.0,
         "gpu_s": 12.0,
         "cpu_hours": 40.0 / 3600,
