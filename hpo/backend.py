@@ -24,6 +24,7 @@ class Slot:
     cpu: float
     gpu: float = 0.0
     memory: int | None = None
+    version: str | None = None  # the objective's file as imported (time and size): edited, not reused
 
 
 @dataclass(frozen=True)

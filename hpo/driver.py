@@ -121,15 +121,32 @@ def plan_placement(spec: StudySpec, capacity: tuple[float, float] | None = None)
     fits = int(cpus // res.cpu)  # trials the cluster holds at once (cpu > 0: the spec checks it)
     if gpu > 0:
         fits = min(fits, int(gpus // gpu))
-    concurrency = spec.max_concurrent_trials if spec.max_concurrent_trials is not None else max(1, fits)
+    # Each running trial holds a worker with its resources: no more run at once than fit (a worker
+    # waiting to be placed would hold its trial back while the placed ones take the next trials).
+    fits = max(1, fits)
+    concurrency = min(spec.max_concurrent_trials or fits, fits)
     return Placement(cpu=res.cpu, gpu=gpu, memory=res.memory, concurrency=concurrency, note=note,
                      saturates=concurrency >= fits)
 
 
 def trial_slot(spec: StudySpec, placement: Placement) -> Slot:
     """The kind of worker a study's trials run in: its code's identity and its resources."""
-    return Slot(objective=spec.objective, import_path=os.path.realpath(spec.base_dir), cpu=placement.cpu,
-                gpu=placement.gpu, memory=placement.memory)
+    import_path = os.path.realpath(spec.base_dir)
+    return Slot(objective=spec.objective, import_path=import_path, cpu=placement.cpu,
+                gpu=placement.gpu, memory=placement.memory, version=_module_version(spec.objective, import_path))
+
+
+def _module_version(objective: str, import_path: str) -> str | None:
+    """The objective's module file (when it lies in the import path) by modification time and
+    size: a worker that imported an earlier version of the file is not reused for it."""
+    module = objective.partition(":")[0].replace(".", os.sep)
+    for candidate in (f"{module}.py", os.path.join(module, "__init__.py")):
+        try:
+            stat = os.stat(os.path.join(import_path, candidate))
+        except OSError:
+            continue
+        return f"{candidate}:{stat.st_mtime_ns}:{stat.st_size}"
+    return None
 
 
 class StudyDriver:
@@ -226,11 +243,14 @@ class StudyDriver:
                 self._flush_due()
                 if self.concurrency_cap is not None:
                     limit = max(1, min(self.placement.concurrency, self.concurrency_cap()))
-                while self._may_dispatch(limit + ahead):
+                # One trial at a time, then whatever reports arrived meanwhile: a worker waiting
+                # for a prune decision never waits behind several asks.
+                if self._may_dispatch(limit + ahead):
                     self._dispatch(start=self.counts.running < limit)
                 if not self._running:
                     break
-                events = self.backend.poll(self.poll_interval)
+                more = self._may_dispatch(limit + ahead)
+                events = self.backend.poll(0.0 if more else self.poll_interval)
                 if events.reports:
                     self._answer_reports(events.reports)
                 for finished in events.finished:

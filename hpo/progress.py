@@ -168,14 +168,15 @@ def studies_table(studies) -> Table:
 
 def trials_table(name: str, rows: list[dict]) -> Table:
     table = Table(title=f"study {name}: {len(rows)} trials")
-    for column in ("#", "state", "attempt", "value(s)", "steps", "seconds", "params", "error"):
+    for column in ("#", "state", "attempt", "value(s)", "steps", "seconds", "worker", "params", "error"):
         table.add_column(column)
     for row in rows:
         values = "-" if row["values"] is None else ", ".join(_fmt(v) for v in row["values"])
         seconds = "-" if row["duration_s"] is None else f"{row['duration_s']:.2f}"
         attempt = str(row["attempt"]) + (f" (retry of #{row['retry_of']})" if row["retry_of"] is not None else "")
+        worker = "-" if row["pid"] is None else f"pid {row['pid']}" + (" (cold)" if row["cold_start"] else "")
         table.add_row(str(row["number"]), row["state"].lower(), attempt, values, str(row["steps"]), seconds,
-                      _params(row["params"]), row["error"])
+                      worker, _params(row["params"]), row["error"])
     return table
 
 

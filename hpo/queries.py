@@ -133,6 +133,8 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
         "steps": len(trial.intermediate_values),
         "duration_s": duration,
         "node": info.get("node", "")[:12],
+        "pid": info.get("pid"),  # the worker process that ran it
+        "cold_start": bool(info.get("cold_start")),  # its first trial: it paid the process's start-up
         "error": _last_line(trial.user_attrs.get(ERROR_ATTR)),
     }
 

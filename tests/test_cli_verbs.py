@@ -158,8 +158,14 @@ def test_status_table_json_and_watch(shared):
     assert summary["best_trial"] == study.best_trial.number and summary["best_value"] == study.best_value
     assert summary["best_params"] == study.best_params
 
+    # The worker processes that ran the trials, and their start-up apart from the trials' CPU.
+    pids = {t.user_attrs["hpo:run"]["pid"] for t in study.trials}
+    workers = summary["compute"]["workers"]
+    assert workers["processes"] == workers["cold_starts"] == len(pids) >= 1
+    assert workers["startup_cpu_s"] > 0
     for result in (table, watched):
         text = ok(result)
+        assert f"{len(pids)} processes ran the trials" in text
         assert f"study {DONE}: completed" in text
         assert f"{DONE_N} of {DONE_N} finished" in text
         assert f"{study.best_value:.6g} (trial {study.best_trial.number})" in text
@@ -218,6 +224,9 @@ def test_trials_table_json_and_csv_match_optuna(shared, name):
 
     rows = as_json(as_json_)
     assert [{k: r[k] for k in keys} for r in rows] == expected
+    stored = {t.number: t.user_attrs["hpo:run"] for t in load(shared.url, name).get_trials(deepcopy=False)}
+    assert all(r["pid"] == stored[r["number"]]["pid"] and r["cold_start"] == stored[r["number"]]["cold_start"]
+               for r in rows)
 
     reader = csv.DictReader(io.StringIO(ok(as_csv)))
     assert reader.fieldnames == list(rows[0])  # the same columns as JSON

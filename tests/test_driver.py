@@ -117,9 +117,9 @@ def _most_at_once(study) -> int:
 
 @pytest.mark.parametrize("limit, saturates", [(2, True), (1, False)])
 def test_a_trial_queued_ahead_never_runs_past_the_limit(ray_runtime, store, limit, saturates):
-    """With every CPU in use one more trial waits queued in Ray (no idle gap when a slot frees);
-    where max_concurrent_trials is below what the cluster holds, none is queued ahead, since Ray
-    would start it at once."""
+    """With every CPU in use one more trial is prepared (no idle gap when a slot frees); where
+    max_concurrent_trials is below what the cluster holds, none is, since a slot that frees may
+    not be this study's."""
     spec = make_spec(objective="objectives:gpu_probe", search_space={"x": {"type": "float", "low": 0, "high": 1}},
                      n_trials=5, max_concurrent_trials=limit)
     assert plan_placement(spec).saturates is saturates  # the session's Ray has 2 CPUs

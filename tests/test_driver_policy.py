@@ -39,6 +39,17 @@ def test_budget_is_exact_and_slots_are_never_exceeded(store):
     assert len(backend.launched) == 20 and backend.most_at_once == 2 and backend.closed
 
 
+def test_no_more_trials_run_than_the_cluster_holds(store):
+    """max_concurrent_trials above what fits: each running trial holds a worker, so the rest wait
+    in the driver, not on workers that cannot be placed."""
+    spec = make_spec(search_space=X, n_trials=9, sampler="random", max_concurrent_trials=8)
+    study, backend, driver = drive(store, spec, lambda task: Script(duration=10))
+    driver.run()
+    assert_exact_budget(study, 9)
+    assert backend.most_at_once == 2  # the fake backend also fails any launch past its 2 CPUs
+    assert [t for t, _ in backend.launched] == [0, 0, 10, 10, 20, 20, 30, 30, 40]
+
+
 def test_worker_deaths_are_retried_with_the_same_parameters(store):
     spec = make_spec(search_space=X, n_trials=10, sampler="random", max_retries=2)
     # The 3rd and 6th parameter sets lose their worker once; the 8th on every attempt.

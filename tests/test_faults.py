@@ -52,6 +52,7 @@ def test_killing_ray_workers_five_times(ray_runtime, sqlite_url, tmp_path):
         n_trials=20, max_concurrent_trials=2, max_retries=2,
     )
     killed: list[int] = []
+    killed_pids: list[int] = []
     done = threading.Event()
 
     def first_attempt(number: int) -> bool:
@@ -70,6 +71,7 @@ def test_killing_ray_workers_five_times(ray_runtime, sqlite_url, tmp_path):
                 if mark.exists():
                     os.kill(pid, signal.SIGKILL)
                     killed.append(number)
+                    killed_pids.append(pid)
                     time.sleep(1.0)
                 break
             time.sleep(0.1)
@@ -90,6 +92,10 @@ def test_killing_ray_workers_five_times(ray_runtime, sqlite_url, tmp_path):
     for trial in failed:
         assert "Worker" in trial.user_attrs["hpo:error"] or "died" in trial.user_attrs["hpo:error"]
     assert_retried(study, failed)
+    # Each killed worker was replaced by one new worker: the retries ran elsewhere, and no more
+    # processes ran trials than the two slots plus one per kill.
+    pids = {t.user_attrs["hpo:run"]["pid"] for t in study.trials if t.state != TrialState.FAIL}
+    assert not pids & set(killed_pids) and len(pids) <= 2 + len(killed_pids)
     rows = attempts(sqlite_url, "kills")
     assert len(rows) == 25  # 20 trials + 5 retries, one row per attempt
     assert sorted(r["trial_number"] for r in rows if r["state"] == "FAIL") == sorted(killed)

@@ -68,6 +68,20 @@ def test_a_next_study_of_the_same_kind_starts_on_warm_workers(ray_runtime, store
     assert set(pids[1]) <= set(pids[0]) and not any(pids[1].values())
 
 
+def test_an_edited_objective_file_never_runs_on_a_worker_that_imported_the_old_one(ray_runtime, store, tmp_path):
+    _train_module(tmp_path / "a", 1.0)
+    values = []
+    for value in (1.0, 2.0):
+        (tmp_path / "a" / "train.py").write_text(f"def objective(params, reporter):\n    return {value}  # edited\n")
+        spec = parse_spec({"name": f"edited-{value:g}", "objective": "train:objective", "search_space": X,
+                           "n_trials": 2, "max_concurrent_trials": 2}, base_dir=tmp_path / "a")
+        study = new_study(store, spec)
+        StudyDriver(study, spec, poll_interval=0.2, backend=RayBackend(keep_idle_s=60)).run()
+        values.append({t.value for t in study.trials})
+    POOL.reap(0)
+    assert values == [{1.0}, {2.0}]
+
+
 def test_a_study_of_another_kind_ends_the_idle_workers(ray_runtime, store):
     spec = make_spec(name="kept", objective="objectives:counts_calls", search_space=X, n_trials=2)
     StudyDriver(new_study(store, spec), spec, poll_interval=0.2, backend=RayBackend(keep_idle_s=60)).run()
