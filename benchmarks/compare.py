@@ -1,230 +1,261 @@
-"""hpo against distributed Optuna and Ray Tune (OptunaSearch + ASHA), side by side, in one go.
+"""hpo against distributed Optuna and Ray Tune, each run as its users run it: a fresh, cold process
+from the shell per run, on the same study spec, measured the same way.
 
-The same search space, sampler seed, pruner and budget run through:
-  hpo-sqlite / hpo-postgres     hpo's driver and Ray workers (the Ray start-up is excluded, as
-                                for Ray Tune: all share one Ray runtime started up front, and
-                                each system starts with an idle Ray worker per CPU)
-  optuna-sqlite / optuna-postgres  distributed Optuna as its docs show it: one process per core,
-                                `study.optimize` on the same RDB storage, a global trial budget
-                                (MaxTrialsCallback)
-  raytune                       Ray Tune with OptunaSearch (TPE, same seed) and ASHAScheduler
+  hpo-sqlite / hpo-postgres        `hpo run SPEC --storage URL --json` (it starts its own Ray)
+  optuna-sqlite / optuna-postgres  distributed Optuna as its docs show it: one
+                                   `python peers/optuna_peer.py` per slot, started together on a
+                                   study created beforehand (not timed), `study.optimize` on the
+                                   same RDB storage with a global MaxTrialsCallback budget
+  raytune                          `python peers/raytune_peer.py`: its own `ray.init`, a Tuner with
+                                   OptunaSearch (TPE, same seed) and ASHAScheduler
 
-Workloads: `overhead` (near-zero objective, 5 reports), `utilization` (1 s sleeping trials on 2
-workers) and `quality` (torch MLP on digits with epochs as the fidelity; median of seeds).
+Every system runs the same spec file, written next to copies of the objective modules (hpo
+imports the objective from the spec's folder; the peers do the same), with each trial's threads
+pinned as hpo pins them (int(cpu), at least 1). Per run: wall time of the commands (start to
+exit), the machine's CPU-seconds meanwhile (/proc/stat: every process, Ray's daemons too), Ray's
+start-up (hpo: its --json timings when given; Ray Tune: its ray.init), start-up (start to the
+first trial's start) and shut-down (last trial's end to exit) from the trials' timestamps,
+processes that ran trials, best value, epochs (steps) trained, pruned fraction and the median
+time of a `reporter.report` call inside the objective (benchlog.py). Systems are interleaved per
+seed (seed 0: every system, seed 1: every system, ...), the order rotating by seed. The CPU-seconds
+are the whole machine's: run it on a quiet machine.
 
-    python benchmarks/compare.py [--smoke] [--only overhead,utilization,quality] [--seeds N] [--out DIR] [--reuse JSON]
+Read the figures with these in mind: distributed Optuna's budget is per process
+(MaxTrialsCallback stops a process after its trial ends), so it may run up to one trial per extra
+process beyond n_trials (the `trials` column); its study is created before the clock starts
+(`optuna create-study`); start-up counts to the first trial's start as each system records it
+(hpo and Optuna: the trial's creation; Ray Tune: its function's start), and results.json also
+has `first_call_s` and `after_last_report_s`, the same two seen from inside the objective. Ray
+Tune's best value is its trial's last report; a trial ASHA stops at its last step counts as
+complete (only in --smoke, whose 2 epochs end at ASHA's first rung).
 
-Writes DIR/results.json and DIR/best_vs_time.html (+ .png when it can be rendered) and prints
-a table.
+Workloads: `overhead` (near-zero objective, 5 reports), `utilization` (1 s sleeping trials on
+2 slots), `quality` (torch MLP on digits, epochs as the fidelity), `heavy` (heavy.py: torch and
+scikit-learn imported and a 12k x 40 dataset built at the module's import; an MLP, 8 epochs) and
+`latency` (8 trials in flight on 0.25 CPU each, 10 reports 50 ms apart, median pruner: every
+report waits for a decision; hpo and Optuna only, Optuna with 8 processes).
+
+    python benchmarks/compare.py [--smoke] [--only overhead,utilization,quality,heavy,latency]
+        [--systems hpo-sqlite,...] [--seeds N] [--out DIR] [--reuse JSON]
+
+Writes DIR/results.json (per workload and system: the medians over seeds, and each seed's
+figures) and DIR/best_vs_time[_heavy].html (+ .png when it can be rendered); prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
+import shutil
 import statistics
 import sys
 import tempfile
-import time
 import uuid
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+import optuna
+import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import hpo.ray_runtime  # noqa: E402,F401  (Ray's auth mode before Ray loads)
-import optuna  # noqa: E402
-import ray  # noqa: E402
-
-from hpo import api  # noqa: E402
-from hpo.space import SearchSpace  # noqa: E402
-from hpo.spec import parse_spec  # noqa: E402
-from workers.reporter import Pruned, Reporter  # noqa: E402
-
 import workloads  # noqa: E402
+from measure import BenchLog, CommandFailed, Finished, read_log, run_from_shell  # noqa: E402
 
 POSTGRES = os.environ.get("HPO_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-WORKERS = 2
+HPO = str(Path(sys.executable).with_name("hpo")) if Path(sys.executable).with_name("hpo").exists() else "hpo"
+PEERS = HERE / "peers"
+OBJECTIVE_MODULES = ("benchlog.py", "workloads.py", "heavy.py")
+ALL_WORKLOADS = "overhead,utilization,quality,heavy,latency"
+ALL_SYSTEMS = "hpo-sqlite,hpo-postgres,optuna-sqlite,optuna-postgres,raytune"
+SHA = {"name": "successive_halving", "options": {"min_resource": 1, "reduction_factor": 3}}
+# --smoke without --only/--systems: every system once or twice, on the workloads that differ in
+# how the systems run them, in well under 2 minutes on 2 cores (each run is a cold start of
+# 4 to 20 s); --smoke --only utilization,quality runs those on hpo-sqlite.
+SMOKE_WORKLOADS = "overhead,heavy,latency"
+SMOKE_SYSTEMS = {
+    "heavy": ("hpo-sqlite", "optuna-sqlite", "raytune"),
+    "overhead": ("hpo-postgres", "optuna-postgres"),
+    "latency": ("hpo-sqlite", "optuna-sqlite"),
+    "utilization": ("hpo-sqlite",),
+    "quality": ("hpo-sqlite",),
+}
+# Environment a user's shell would not hand these commands: this harness's own settings, or a
+# Ray cluster to join (every system starts its own, cold).
+SCRUBBED = ("RAY_ADDRESS", "HPO_RAY_ADDRESS", "HPO_STORAGE", "HPO_BENCH_LOG", "OMP_NUM_THREADS")
 
 
 # ---------------------------------------------------------------------------- configuration
 
 
-def workload_config(name: str, smoke: bool, seeds: int = 3) -> dict[str, Any]:
+def workload_config(name: str, smoke: bool, seeds: int) -> dict[str, Any]:
+    """The workload's spec (less name and seed), its seeds, and the systems it leaves out."""
+    one = [0]
+    many = one if smoke else list(range(seeds))
     if name == "overhead":
-        return dict(fn="noop", space=workloads.NOOP_SPACE, args={}, n_trials=20 if smoke else 500,
-                    direction="minimize", pruner=True, seeds=[0])
-    if name == "utilization":
-        return dict(fn="sleeper", space=workloads.NOOP_SPACE, args={"seconds": 0.2 if smoke else 1.0},
-                    n_trials=6 if smoke else 60, direction="minimize", pruner=False, seeds=[0])
-    if name == "quality":
-        return dict(fn="train", space=workloads.TRAIN_SPACE, args={"epochs": 2 if smoke else 8},
-                    n_trials=4 if smoke else 40, direction="maximize", pruner=True,
-                    seeds=[0] if smoke else list(range(seeds)))
-    raise SystemExit(f"unknown workload {name!r}")
+        spec = dict(objective="workloads:noop", objective_args={"steps": 5}, search_space=workloads.NOOP_SPACE,
+                    direction="minimize", pruner=SHA, n_trials=20 if smoke else 500)
+    elif name == "utilization":
+        spec = dict(objective="workloads:sleeper", objective_args={"seconds": 0.2 if smoke else 1.0, "steps": 5},
+                    search_space=workloads.NOOP_SPACE, direction="minimize", pruner={"name": "none"},
+                    n_trials=6 if smoke else 60)
+    elif name == "quality":
+        spec = dict(objective="workloads:train", objective_args={"epochs": 2 if smoke else 8},
+                    search_space=workloads.TRAIN_SPACE, direction="maximize", pruner=SHA, n_trials=4 if smoke else 40)
+    elif name == "heavy":
+        spec = dict(objective="heavy:objective", objective_args={"epochs": 2 if smoke else 8},
+                    search_space=workloads.HEAVY_SPACE, direction="maximize", pruner=SHA, n_trials=4 if smoke else 40)
+    elif name == "latency":
+        spec = dict(objective="workloads:ticker", objective_args={"steps": 3 if smoke else 10, "seconds": 0.05},
+                    search_space=workloads.NOOP_SPACE, direction="minimize", pruner={"name": "median"},
+                    n_trials=8 if smoke else 40, max_concurrent_trials=8, resources={"cpu": 0.25})
+        return dict(spec=_spec_defaults(spec), seeds=one, skip={"raytune": "hpo and Optuna only"})
+    else:
+        raise SystemExit(f"unknown workload {name!r}; choose from {ALL_WORKLOADS}")
+    return dict(spec=_spec_defaults(spec), seeds=many if name in ("quality", "heavy") else one, skip={})
 
 
-def tpe(seed: int) -> optuna.samplers.TPESampler:
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10)
+def _spec_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"sampler": {"name": "tpe", "options": {"n_startup_trials": 10}}, "max_concurrent_trials": 2,
+            "resources": {"cpu": 1}, "max_retries": 0, **spec}
 
 
-def sha() -> optuna.pruners.BasePruner:
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+def write_spec(folder: Path, workload: str, cfg: dict, seed: int) -> Path:
+    name = f"bench-{workload}-s{seed}"
+    path = folder / f"{name}.yaml"
+    spec = {"name": name, **cfg["spec"], "seed": seed}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))  # the space's order matters (when:)
+    return path
 
 
-# ---------------------------------------------------------------------------- hpo
+# ---------------------------------------------------------------------------- the systems
 
 
-def run_hpo(cfg: dict, seed: int, url: str) -> dict:
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    spec = parse_spec(
-        {
-            "name": name, "objective": f"workloads:{cfg['fn']}", "objective_args": cfg["args"],
-            "search_space": cfg["space"], "direction": cfg["direction"],
-            "sampler": {"name": "tpe", "options": {"n_startup_trials": 10}}, "seed": seed,
-            "pruner": {"name": "successive_halving", "options": {"min_resource": 1, "reduction_factor": 3}}
-            if cfg["pruner"] else "none",
-            "n_trials": cfg["n_trials"], "max_concurrent_trials": WORKERS, "max_retries": 0,
-        },
-        base_dir=HERE,
-    )
-    started = time.time()
-    api.run(spec, storage=url)
-    wall = time.time() - started
-    study = optuna.load_study(study_name=name, storage=url)
-    return _from_trials(study.trials, started, wall, cfg)
+def run_hpo(spec_path: Path, spec: dict, url: str, env: dict, cwd: Path, timeout_s: float):
+    done = run_from_shell([[HPO, "run", str(spec_path), "--storage", url, "--json"]], env=env, cwd=cwd,
+                          timeout_s=timeout_s)
+    timings = _json_object(done.stdouts[0]).get("timings") or {}  # e.g. ray_start_s, when hpo gives them
+    return done, trials_from_store(url, spec["name"]), timings
 
 
-# ---------------------------------------------------------------------------- Optuna
+def run_optuna(spec_path: Path, spec: dict, url: str, env: dict, cwd: Path, timeout_s: float):
+    optuna.create_study(study_name=spec["name"], storage=url, direction=spec["direction"])  # `optuna create-study`
+    commands = [[sys.executable, str(PEERS / "optuna_peer.py"), "--spec", str(spec_path), "--storage", url,
+                 "--study", spec["name"], "--rank", str(rank)] for rank in range(spec["max_concurrent_trials"])]
+    done = run_from_shell(commands, env=env, cwd=cwd, timeout_s=timeout_s)
+    return done, trials_from_store(url, spec["name"]), {}
 
 
-def _optuna_worker(url: str, name: str, cfg: dict, seed: int, rank: int) -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=name, storage=url, sampler=tpe(seed + rank),
-                              pruner=sha() if cfg["pruner"] else optuna.pruners.NopPruner())
-    space = SearchSpace.model_validate(cfg["space"])
-    fn = getattr(workloads, cfg["fn"])
+def run_raytune(spec_path: Path, spec: dict, env: dict, cwd: Path, timeout_s: float):
+    command = [sys.executable, str(PEERS / "raytune_peer.py"), "--spec", str(spec_path),
+               "--storage-path", str(cwd / "raytune")]
+    done = run_from_shell([command], env=env, cwd=cwd, timeout_s=timeout_s)
+    lines = [line for line in done.stdouts[0].splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        raise CommandFailed(f"raytune peer printed no RESULT line:\n{done.stdouts[0][-2000:]}")
+    result = json.loads(lines[-1].removeprefix("RESULT "))
+    return done, result["trials"], {"ray_start_s": result["ray_start_s"]}
 
-    def objective(trial: optuna.Trial) -> float:
-        params = space.sample(trial)
 
-        def send(step: int, value: float) -> bool:
-            trial.report(value, step)
-            return trial.should_prune()
+def _json_object(text: str) -> dict:
+    """The JSON summary `hpo run --json` printed (whatever else went to stdout around it)."""
+    decoder = json.JSONDecoder()
+    for i, char in enumerate(text):
+        if char == "{" and (i == 0 or text[i - 1] == "\n"):
+            try:
+                return decoder.raw_decode(text, i)[0]
+            except json.JSONDecodeError:
+                continue
+    raise CommandFailed(f"hpo run --json printed no JSON object:\n{text[-2000:]}")
 
+
+def trials_from_store(url: str, name: str) -> list[dict]:
+    """Each trial's state, steps, value and start/end (epoch seconds; Optuna keeps naive local time)."""
+    states = {optuna.trial.TrialState.COMPLETE: "complete", optuna.trial.TrialState.PRUNED: "pruned"}
+    trials = []
+    for t in optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False):
+        state = states.get(t.state, "fail")
+        trials.append({"state": state} if state == "fail" else {
+            "state": state, "steps": len(t.intermediate_values), "value": t.value,
+            "start": t.datetime_start.timestamp(), "end": t.datetime_complete.timestamp(),
+        })
+    return trials
+
+
+def run_system(system: str, workload: str, cfg: dict, seed: int, tmp: Path, timeout_s: float) -> dict:
+    spec_path = write_spec(tmp / "study", workload, cfg, seed)
+    spec = yaml.safe_load(spec_path.read_text())
+    log_path = tmp / f"bench-{uuid.uuid4().hex[:8]}.log"
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED} | {"HPO_BENCH_LOG": str(log_path)}
+    if system == "raytune":
+        done, trials, timings = run_raytune(spec_path, spec, env, tmp, timeout_s)
+    else:
+        url = fresh_postgres() if system.endswith("postgres") else f"sqlite:///{tmp / (uuid.uuid4().hex + '.db')}"
         try:
-            return fn(params, Reporter(seed=seed + trial.number, send=send), **cfg["args"])
-        except Pruned:
-            raise optuna.TrialPruned() from None
-
-    budget = optuna.study.MaxTrialsCallback(cfg["n_trials"], states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
-    study.optimize(objective, n_trials=cfg["n_trials"], callbacks=[budget])
-
-
-def run_optuna(cfg: dict, seed: int, url: str) -> dict:
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    optuna.create_study(study_name=name, storage=url, direction=cfg["direction"])
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_optuna_worker, args=(url, name, cfg, seed, rank)) for rank in range(WORKERS)]
-    started = time.time()
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join()
-    wall = time.time() - started
-    study = optuna.load_study(study_name=name, storage=url)
-    return _from_trials(study.trials, started, wall, cfg)
+            run = run_hpo if system.startswith("hpo") else run_optuna
+            done, trials, timings = run(spec_path, spec, url, env, tmp, timeout_s)
+        finally:
+            if system.endswith("postgres"):
+                drop_postgres(url)
+    return figures(done, trials, read_log(log_path), timings, spec)
 
 
-# ---------------------------------------------------------------------------- Ray Tune
+# ---------------------------------------------------------------------------- figures
 
 
-class DefineByRun:
-    """Ray Tune pickles its searcher: a module-level callable samples the same space."""
-
-    def __init__(self, space: dict) -> None:
-        self.space = space
-
-    def __call__(self, trial: optuna.Trial) -> None:
-        SearchSpace.model_validate(self.space).sample(trial)
-
-
-def run_raytune(cfg: dict, seed: int, tmp: Path) -> dict:
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
-
-    fn = getattr(workloads, cfg["fn"])
-    args = cfg["args"]
-
-    def trainable(config: dict) -> None:
-        def send(step: int, value: float) -> bool:
-            # ASHA's time_attr is the step as hpo and Optuna see it (0-based), so its rungs
-            # (steps 1 and 3 with grace_period 1 and rf 3) are Optuna's successive halving rungs.
-            tune.report({"value": value, "step": step, "epochs": step + 1, "t": time.time()})
-            return False  # ASHA stops the function at a report when it prunes the trial
-
-        fn(dict(config), Reporter(seed=seed, send=send), **args)
-
-    mode = "max" if cfg["direction"] == "maximize" else "min"
-    max_t = args.get("epochs", args.get("steps", 5))
-    scheduler = (ASHAScheduler(time_attr="step", max_t=max_t, grace_period=1, reduction_factor=3)
-                 if cfg["pruner"] else FIFOScheduler())
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": 1}),
-        tune_config=tune.TuneConfig(
-            metric="value", mode=mode, num_samples=cfg["n_trials"], max_concurrent_trials=WORKERS,
-            search_alg=OptunaSearch(space=DefineByRun(cfg["space"]), metric="value", mode=mode, sampler=tpe(seed)),
-            scheduler=scheduler,
-        ),
-        run_config=tune.RunConfig(storage_path=str(tmp / "raytune"), name=f"bench-{uuid.uuid4().hex[:8]}", verbose=0),
-    )
-    started = time.time()
-    grid = tuner.fit()
-    wall = time.time() - started
-    finals, steps, pruned, curve = [], 0, 0, []
-    for result in grid:
-        if result.error or not result.metrics:
-            continue
-        history = result.metrics_dataframe
-        n = int(history["epochs"].max()) if history is not None and len(history) else 0
-        steps += n
-        final_step = max_t if cfg["fn"] != "sleeper" else args.get("steps", 5)
-        if n < final_step and cfg["pruner"]:
-            pruned += 1
-        else:
-            finals.append(result.metrics["value"])
-            curve.append((result.metrics["t"] - started, result.metrics["value"]))
-    return _summary(finals, steps, pruned, len(grid), wall, curve, cfg)
-
-
-# ---------------------------------------------------------------------------- results
-
-
-def _from_trials(trials, started: float, wall: float, cfg: dict) -> dict:
-    finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
-    complete = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
-    steps = sum(len(t.intermediate_values) for t in finished)
-    curve = [(t.datetime_complete.timestamp() - started, t.value) for t in complete]
-    return _summary([t.value for t in complete], steps, len(finished) - len(complete), len(finished), wall, curve, cfg)
-
-
-def _summary(finals, steps, pruned, n, wall, curve, cfg) -> dict:
-    maximize = cfg["direction"] == "maximize"
-    best = (max if maximize else min)(finals) if finals else None
-    curve.sort()
-    best_curve, running = [], None
-    for t, v in curve:
-        running = v if running is None else (max(running, v) if maximize else min(running, v))
-        best_curve.append((round(t, 3), running))
+def figures(done: Finished, trials: list[dict], log: BenchLog, timings: dict, spec: dict) -> dict:
+    finished = [t for t in trials if t["state"] != "fail"]
+    complete = [t for t in finished if t["state"] == "complete"]
+    maximize = spec["direction"] == "maximize"
+    ended = done.started + done.wall_s
+    curve, running = [], None
+    for t in sorted(complete, key=lambda t: t["end"]):
+        running = t["value"] if running is None else (max if maximize else min)(running, t["value"])
+        curve.append((round(t["end"] - done.started, 3), running))
+    n = max(len(finished), 1)
     return {
-        "wall_s": round(wall, 3), "trials": n, "ms_per_trial": round(1000 * wall / max(n, 1), 2),
-        "best": best, "steps_trained": steps, "pruned_fraction": round(pruned / max(n, 1), 3),
-        "best_curve": best_curve,
+        "wall_s": round(done.wall_s, 3), "cpu_s": round(done.cpu_s, 2),
+        "ray_start_s": timings.get("ray_start_s"),
+        "startup_s": round(min(t["start"] for t in finished) - done.started, 3) if finished else None,
+        "shutdown_s": round(ended - max(t["end"] for t in finished), 3) if finished else None,
+        "workers": len(log.workers), "objective_loads": len(log.loaded),
+        "best": running, "steps_trained": sum(t["steps"] for t in finished),
+        "pruned_fraction": round(sum(t["state"] == "pruned" for t in finished) / n, 3),
+        "trials": len(finished), "failed": len(trials) - len(finished),
+        "ms_per_trial": round(1000 * done.wall_s / n, 2),
+        "report_ms": round(statistics.median(log.report_ms), 3) if log.report_ms else None,
+        "report_ms_p90": round(statistics.quantiles(log.report_ms, n=10)[-1], 3) if len(log.report_ms) > 1 else None,
+        "reports": len(log.report_ms),
+        # the same two, seen from inside the objective (its first call, its last report's return)
+        "first_call_s": None if log.first_call is None else round(log.first_call - done.started, 3),
+        "after_last_report_s": None if log.last_report is None else round(ended - log.last_report, 3),
+        "trials_span_s": round(max(t["end"] for t in finished) - min(t["start"] for t in finished), 3)
+        if finished else None,
+        "timings": timings,  # as the system reported them
+        "best_curve": curve,
     }
+
+
+MEDIANS = ("wall_s", "cpu_s", "ray_start_s", "startup_s", "shutdown_s", "workers", "objective_loads", "best",
+           "steps_trained", "pruned_fraction", "trials", "failed", "ms_per_trial", "report_ms", "report_ms_p90",
+           "reports", "first_call_s", "after_last_report_s", "trials_span_s")
+
+
+def median_of(runs: list[dict]) -> dict:
+    """Medians over the seeds, the best-vs-time curve of the median-wall seed, and every seed's run."""
+    out: dict[str, Any] = {}
+    for key in MEDIANS:
+        values = [r[key] for r in runs if r[key] is not None]
+        out[key] = statistics.median(values) if values else None
+    out["best_curve"] = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]["best_curve"]
+    out["seeds"] = runs
+    return out
+
+
+# ---------------------------------------------------------------------------- PostgreSQL
 
 
 def postgres_ok() -> bool:
@@ -262,122 +293,174 @@ def drop_postgres(url: str) -> None:
     engine.dispose()
 
 
-@ray.remote(num_cpus=1)
-def _hold_a_worker() -> None:
-    time.sleep(0.5)  # long enough that each of these tasks runs in a worker of its own
-
-
-def same_ray_state() -> None:
-    """Every system starts on the Ray runtime as `ray.init` leaves it: an idle worker per CPU.
-
-    Without this the order of the systems leaks into their figures: Ray Tune's trial actors take
-    Ray's idle workers with them when they exit, so whichever system runs next waits for new
-    worker processes (about 0.7 s on the 2-core machine) that the others found ready.
-    """
-    ray.get([_hold_a_worker.remote() for _ in range(WORKERS)])
-
-
-def run_system(system: str, cfg: dict, seed: int, tmp: Path) -> dict:
-    same_ray_state()
-    if system == "raytune":
-        return run_raytune(cfg, seed, tmp)
-    if system.endswith("postgres"):
-        url = fresh_postgres()
-        try:
-            return (run_hpo if system.startswith("hpo") else run_optuna)(cfg, seed, url)
-        finally:
-            drop_postgres(url)
-    url = f"sqlite:///{tmp / (uuid.uuid4().hex + '.db')}"
-    return (run_hpo if system.startswith("hpo") else run_optuna)(cfg, seed, url)
-
-
-def median_of(runs: list[dict]) -> dict:
-    """The run with the median wall time, plus the medians of the headline numbers."""
-    ordered = sorted(runs, key=lambda r: r["wall_s"])
-    out = dict(ordered[len(ordered) // 2])
-    for key in ("wall_s", "ms_per_trial", "steps_trained", "pruned_fraction"):
-        out[key] = statistics.median(r[key] for r in runs)
-    bests = [r["best"] for r in runs if r["best"] is not None]
-    out["best"] = statistics.median(bests) if bests else None
-    out["bests"] = sorted(bests)  # one per seed: the spread the median hides
-    out["walls"] = sorted(r["wall_s"] for r in runs)
-    out["runs"] = len(runs)
-    return out
+# ---------------------------------------------------------------------------- output
 
 
 def plot(results: dict, out: Path) -> list[str]:
     import plotly.graph_objects as go
 
     written = []
-    quality = results["workloads"].get("quality")
-    if not quality:
-        return written
-    fig = go.Figure()
-    for system, res in quality.items():
-        xs, ys = zip(*res["best_curve"]) if res["best_curve"] else ((), ())
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", line_shape="hv", name=system))
-    fig.update_layout(title="Time to quality: best validation accuracy against wall time (median seed)",
-                      xaxis_title="seconds", yaxis_title="best validation accuracy", template="plotly_white")
-    fig.write_html(out / "best_vs_time.html", include_plotlyjs=True)
-    written.append("best_vs_time.html")
-    try:
-        fig.write_image(out / "best_vs_time.png", width=900, height=500)
-        written.append("best_vs_time.png")
-    except Exception as exc:  # PNG needs kaleido and a Chrome; the HTML always works
-        print(f"(no PNG: {type(exc).__name__}: {exc})")
+    for workload, stem in (("quality", "best_vs_time"), ("heavy", "best_vs_time_heavy")):
+        systems = results["workloads"].get(workload)
+        if not systems:
+            continue
+        fig = go.Figure()
+        for system, res in systems.items():
+            xs, ys = zip(*res["best_curve"]) if res["best_curve"] else ((), ())
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", line_shape="hv", name=system))
+        fig.update_layout(title=f"{workload}: best validation accuracy against wall time from the shell (median seed)",
+                          xaxis_title="seconds since the command started", yaxis_title="best validation accuracy",
+                          template="plotly_white")
+        fig.write_html(out / f"{stem}.html", include_plotlyjs=True)
+        written.append(f"{stem}.html")
+        try:
+            fig.write_image(out / f"{stem}.png", width=900, height=500)
+            written.append(f"{stem}.png")
+        except Exception as exc:  # PNG needs kaleido and a Chrome; the HTML always works
+            print(f"(no PNG: {type(exc).__name__}: {exc})")
     return written
+
+
+# (title, key, format): "CPU-s" is the machine's, "workers" the processes that ran trials, "epochs"
+# the steps trained over all trials, "report ms" the median time of a report call in the objective.
+COLUMNS = (("trials", "trials", "{:g}"), ("wall s", "wall_s", "{:.2f}"), ("CPU-s", "cpu_s", "{:.1f}"),
+           ("Ray s", "ray_start_s", "{:.2f}"), ("start s", "startup_s", "{:.2f}"), ("stop s", "shutdown_s", "{:.2f}"),
+           ("workers", "workers", "{:g}"), ("best", "best", "{:.4f}"), ("epochs", "steps_trained", "{:g}"),
+           ("pruned", "pruned_fraction", "{:.2f}"), ("report ms", "report_ms", "{:.2f}"))
 
 
 def table(results: dict) -> str:
     lines = []
     for workload, systems in results["workloads"].items():
-        lines.append(f"\n{workload}")
-        lines.append(f"  {'system':<16} {'wall s':>8} {'ms/trial':>9} {'best':>9} {'steps':>7} {'pruned':>7}")
+        reused = " (reused)" if workload in results.get("reused", []) else ""
+        lines.append(f"\n{workload}{reused}")
+        lines.append(f"  {'system':<16}" + "".join(f"{title:>10}" for title, _, _ in COLUMNS))
         for system, r in systems.items():
-            best = "-" if r["best"] is None else f"{r['best']:.4f}"
-            lines.append(f"  {system:<16} {r['wall_s']:>8.2f} {r['ms_per_trial']:>9.1f} {best:>9} "
-                         f"{r['steps_trained']:>7} {r['pruned_fraction']:>7.2f}")
-        if workload == "utilization":
-            cfg = results["config"][workload]
-            ideal = cfg["n_trials"] * cfg["args"]["seconds"] / WORKERS
+            cells = ["-" if r.get(key) is None else fmt.format(r[key]) for _, key, fmt in COLUMNS]
+            lines.append(f"  {system:<16}" + "".join(f"{cell:>10}" for cell in cells))
+        cfg = results["config"][workload].get("spec")
+        if cfg is None:  # reused from a results.json of the earlier, in-process harness
+            continue
+        if workload == "overhead":
             for system, r in systems.items():
-                lines.append(f"  {system:<16} utilization {ideal / r['wall_s']:.1%} of ideal ({ideal:.1f} s)")
+                lines.append(f"  {system:<16} {r['ms_per_trial']:.1f} ms per trial, wall over {r['trials']:g} trials")
+        if workload == "utilization":
+            ideal = cfg["n_trials"] * cfg["objective_args"]["seconds"] / cfg["max_concurrent_trials"]
+            for system, r in systems.items():
+                if r.get("trials_span_s"):
+                    lines.append(f"  {system:<16} utilization {ideal / r['wall_s']:.1%} of ideal ({ideal:.1f} s) over "
+                                 f"the wall, {ideal / r['trials_span_s']:.1%} from first trial start to last trial end")
+        if workload == "heavy":
+            lines += targets(systems, cfg)
+        if workload == "latency":
+            for system, r in systems.items():
+                if r["report_ms"] is not None:
+                    mark = f" (target < 10 ms: {_met(r['report_ms'] < 10)})" if system.startswith("hpo") else ""
+                    lines.append(f"  {system:<16} median report-to-decision {r['report_ms']:.2f} ms (90th percentile "
+                                 f"{r['report_ms_p90']:.2f}) with {cfg['max_concurrent_trials']} trials in flight{mark}")
     return "\n".join(lines)
 
 
+def targets(systems: dict, spec: dict) -> list[str]:
+    """The issue's targets on the heavy workload: hpo's ratios against the others."""
+    lines = ["  hpo against the others (medians of seeds; target in brackets):"]
+
+    def ratio(key: str, a: str, b: str, limit: float) -> None:
+        if a in systems and b in systems and systems[b][key]:
+            value = systems[a][key] / systems[b][key]
+            lines.append(f"    {key:<7} {a} / {b}: {value:.2f} (<= {limit}: {_met(value <= limit)})")
+
+    def better(a: str, b: str) -> None:
+        if a in systems and b in systems and systems[a]["best"] is not None and systems[b]["best"] is not None:
+            ours, theirs = systems[a]["best"], systems[b]["best"]
+            ok = ours >= theirs if spec["direction"] == "maximize" else ours <= theirs
+            lines.append(f"    best    {a} {ours:.4f}, {b} {theirs:.4f} (equal or better: {_met(ok)})")
+
+    for store in ("sqlite", "postgres"):
+        hpo, peer = f"hpo-{store}", f"optuna-{store}"
+        ratio("wall_s", hpo, peer, 0.9)
+        ratio("cpu_s", hpo, peer, 1.1)
+        better(hpo, peer)
+        ratio("wall_s", hpo, "raytune", 0.2)
+        better(hpo, "raytune")
+    slots = spec["max_concurrent_trials"]
+    for system, r in systems.items():
+        if system.startswith("hpo") and r["startup_s"] is not None:
+            own = r["startup_s"] + r["shutdown_s"]
+            lines.append(f"    {system}: start-up {r['startup_s']:.2f} s + shut-down {r['shutdown_s']:.2f} s = "
+                         f"{own:.2f} s (<= 5 s: {_met(own <= 5)}); processes that ran trials {r['workers']:g} "
+                         f"(<= slots + 1 = {slots + 1}: {_met(r['workers'] <= slots + 1)})")
+    return lines
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def warm_page_cache(tmp: Path) -> None:
+    """Read the libraries once (untimed), so the first system does not pay the disk for the rest."""
+    run_from_shell([[sys.executable, "-c", "import torch, sklearn, optuna, ray.tune, hpo.api"]],
+                   env=dict(os.environ), cwd=tmp, timeout_s=300)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="hpo vs distributed Optuna vs Ray Tune")
-    parser.add_argument("--smoke", action="store_true", help="tiny budgets (CI)")
-    parser.add_argument("--only", default="overhead,utilization,quality")
-    parser.add_argument("--systems", default="hpo-sqlite,hpo-postgres,optuna-sqlite,optuna-postgres,raytune")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds of the quality workload (median of them)")
+    parser = argparse.ArgumentParser(description="hpo vs distributed Optuna vs Ray Tune, each cold from the shell")
+    parser.add_argument("--smoke", action="store_true", help="tiny budgets (CI); without --systems, each workload "
+                        "runs on its SMOKE_SYSTEMS only")
+    parser.add_argument("--only", help=f"default: {ALL_WORKLOADS} ({SMOKE_WORKLOADS} with --smoke)")
+    parser.add_argument("--systems", help=f"default: {ALL_SYSTEMS}")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the quality and heavy workloads (median of them)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--reuse", type=Path, help="an earlier results.json: keep its workloads that --only skips "
                         "(marked as reused in the output)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    systems = [s for s in args.systems.split(",") if s]
-    if not postgres_ok():
+    only = args.only or (SMOKE_WORKLOADS if args.smoke else ALL_WORKLOADS)
+    configs = {w: workload_config(w, args.smoke, args.seeds) for w in only.split(",") if w}
+    chosen = {w: (args.systems or ALL_SYSTEMS).split(",") for w in configs}
+    if args.smoke and args.systems is None:
+        chosen = {w: list(SMOKE_SYSTEMS[w]) for w in configs}
+    unknown = {s for systems in chosen.values() for s in systems} - set(ALL_SYSTEMS.split(","))
+    if unknown:
+        raise SystemExit(f"unknown system {sorted(unknown)[0]!r}; choose from {ALL_SYSTEMS}")
+    if any(s.endswith("postgres") for systems in chosen.values() for s in systems) and not postgres_ok():
         print(f"PostgreSQL not reachable at {POSTGRES}: skipping the postgres systems")
-        systems = [s for s in systems if not s.endswith("postgres")]
+        for w, systems in chosen.items():
+            kept = [s for s in systems if not s.endswith("postgres")]
+            # the smoke still runs each workload: on SQLite when it was to run on PostgreSQL only
+            chosen[w] = kept or ([s.replace("postgres", "sqlite") for s in systems] if args.smoke else [])
     args.out.mkdir(parents=True, exist_ok=True)
-    ray.init(num_cpus=WORKERS, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     results: dict[str, Any] = {
-        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0], "optuna": optuna.__version__,
-                    "ray": ray.__version__},
+        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
+                    **{lib: version(lib) for lib in ("hpo", "optuna", "ray", "torch", "scikit-learn")}},
         "smoke": args.smoke, "config": {}, "workloads": {},
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        for workload in args.only.split(","):
-            cfg = workload_config(workload, args.smoke, args.seeds)
-            results["config"][workload] = {k: v for k, v in cfg.items() if k != "space"}
-            results["workloads"][workload] = {}
-            for system in systems:
-                runs = [run_system(system, cfg, seed, Path(tmp)) for seed in cfg["seeds"]]
-                results["workloads"][workload][system] = median_of(runs)
-                r = results["workloads"][workload][system]
-                print(f"{workload:<12} {system:<16} wall {r['wall_s']:.2f} s, best {r['best']}", flush=True)
+    timeout_s = 300 if args.smoke else 3600
+    with tempfile.TemporaryDirectory(prefix="hpo-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "study").mkdir()
+        for module in OBJECTIVE_MODULES:
+            shutil.copy(HERE / module, tmp / "study" / module)
+        warm_page_cache(tmp)
+        for workload, cfg in configs.items():
+            results["config"][workload] = cfg
+            systems = [s for s in chosen[workload] if s not in cfg["skip"]]
+            for system in chosen[workload]:
+                if system in cfg["skip"]:
+                    print(f"{workload:<12} {system:<16} not run: {cfg['skip'][system]}")
+            runs: dict[str, list[dict]] = {s: [] for s in systems}
+            for i, seed in enumerate(cfg["seeds"]):
+                for system in systems[i % len(systems):] + systems[: i % len(systems)]:
+                    r = run_system(system, workload, cfg, seed, tmp, timeout_s)
+                    runs[system].append(r)
+                    failed = f", {r['failed']} FAILED trials" if r["failed"] else ""
+                    print(f"{workload:<12} {system:<16} seed {seed}: wall {r['wall_s']:.2f} s, CPU {r['cpu_s']:.1f} s, "
+                          f"best {r['best']}{failed}", flush=True)
+            if runs:
+                results["workloads"][workload] = {s: median_of(rs) for s, rs in runs.items()}
     if args.reuse:
         earlier = json.loads(args.reuse.read_text())
         for workload, systems_results in earlier["workloads"].items():
@@ -388,7 +471,6 @@ def main() -> None:
     results["files"] = plot(results, args.out)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(table(results))
-    ray.shutdown()
 
 
 if __name__ == "__main__":

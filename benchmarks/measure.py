@@ -1,0 +1,102 @@
+"""How every system is measured, the same way: commands started from the shell as fresh processes,
+their wall time, the machine's CPU time while they ran, and the objective's own log (benchlog).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (every process: Ray's daemons too):
+    user + nice + system + irq + softirq of /proc/stat's aggregate line."""
+    with open("/proc/stat") as fh:
+        user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fh.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / CLOCK_TICK
+
+
+@dataclass
+class Finished:
+    started: float  # epoch seconds, just before the first process was started
+    wall_s: float  # until the last process exited
+    cpu_s: float  # machine CPU-seconds in between
+    stdouts: list[str]
+    stderrs: list[str]
+    codes: list[int]
+
+
+class CommandFailed(RuntimeError):
+    pass
+
+
+def run_from_shell(commands: list[list[str]], *, env: dict[str, str], cwd: Path, timeout_s: float) -> Finished:
+    """Start ``commands`` at once, each a fresh process (like a user's terminals), wait for all.
+
+    A command that fails, or outlives ``timeout_s``, stops the others (their whole process groups)
+    and raises CommandFailed with the end of its stderr.
+    """
+    outs = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in commands]
+    procs: list[subprocess.Popen] = []
+    cpu0, started, t0 = machine_cpu_s(), time.time(), time.monotonic()
+    try:
+        for cmd, (out, err) in zip(commands, outs):
+            procs.append(subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd, start_new_session=True))
+        for proc in procs:
+            proc.wait(timeout=max(1.0, timeout_s - (time.monotonic() - t0)))
+        wall, cpu = time.monotonic() - t0, machine_cpu_s() - cpu0
+    except subprocess.TimeoutExpired:
+        raise CommandFailed(f"{' '.join(commands[0])}: still running after {timeout_s:.0f} s") from None
+    finally:
+        for proc in procs:  # whatever is left of each command's process group (none, normally)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    texts = []
+    for out, err in outs:
+        out.seek(0), err.seek(0)
+        texts.append((out.read(), err.read()))
+        out.close(), err.close()
+    codes = [p.returncode for p in procs]
+    for cmd, code, (_, err) in zip(commands, codes, texts):
+        if code != 0:
+            tail = "\n".join(err.strip().splitlines()[-25:])
+            raise CommandFailed(f"{' '.join(cmd)} exited with {code}:\n{tail}")
+    return Finished(started, wall, cpu, [o for o, _ in texts], [e for _, e in texts], codes)
+
+
+@dataclass
+class BenchLog:
+    loaded: set[int] = field(default_factory=set)  # processes that imported the objective module
+    workers: set[int] = field(default_factory=set)  # processes that ran trials (reported)
+    report_ms: list[float] = field(default_factory=list)
+    first_call: float | None = None  # epoch s when an objective first started
+    last_report: float | None = None  # epoch s when the last report returned
+
+
+def read_log(path: Path) -> BenchLog:
+    log = BenchLog()
+    if not path.exists():
+        return log
+    for line in path.read_text().splitlines():
+        kind, *rest = line.split()
+        if kind == "pid":
+            log.loaded.add(int(rest[0]))
+        elif kind == "call":
+            at = float(rest[1])
+            log.first_call = at if log.first_call is None else min(log.first_call, at)
+        elif kind == "report":
+            log.workers.add(int(rest[0]))
+            log.report_ms.append(float(rest[1]))
+            at = float(rest[2])
+            log.last_report = at if log.last_report is None else max(log.last_report, at)
+    return log
