@@ -55,6 +55,9 @@ class TrialBackend(ABC):
     def launch(self, task: TrialTask) -> None:
         """Start ``task`` now (the driver never launches more trials than it has slots)."""
 
+    def release_spare(self) -> None:
+        """The driver launches nothing more for now: workers it did not relaunch may go."""
+
     @abstractmethod
     def poll(self, timeout: float) -> Events:
         """What happened since the last poll, waiting up to ``timeout`` seconds for something."""
@@ -69,4 +72,5 @@ class TrialBackend(ABC):
 
     @abstractmethod
     def close(self) -> None:
-        """End the study run: running trials are stopped, their workers told to stop."""
+        """End the study run: running trials are stopped, their workers told to stop. Called
+        also when ``open`` failed part way."""

@@ -210,7 +210,7 @@ class StudyDriver:
         self.placement = plan_placement(self.spec, self.backend.capacity())
         limit = self.placement.concurrency
         # One trial prepared beyond the running ones (asked, parameters stored) is launched the
-        # moment a slot frees, before the finished trial is told: no idle gap for tell + ask.
+        # moment a slot frees, right after the finished trial is told: no idle gap for the ask.
         # Only where the cluster's resources cap the concurrency anyway, and not on a shared
         # serve, where the slot that frees may be another study's fair share.
         ahead = 1 if self.placement.saturates and self.concurrency_cap is None else 0
@@ -220,11 +220,11 @@ class StudyDriver:
         self._decisions = self.spec.pruner.name != "none" and not self.spec.is_multi_objective
         self._box = f"{self.study.study_name}/{uuid.uuid4().hex[:8]}"
         self._slot = trial_slot(self.spec, self.placement)
-        self.backend.open(self._box, self._slot)
         now = self.clock.monotonic
         self._deadline = now() + self.spec.timeout if self.spec.timeout else None
         next_beat = now() + self.heartbeat_interval
         try:
+            self.backend.open(self._box, self._slot)
             while True:
                 if self.heartbeat and now() >= next_beat:
                     next_beat = now() + self.heartbeat_interval
@@ -250,6 +250,8 @@ class StudyDriver:
                 if not self._running:
                     break
                 more = self._may_dispatch(limit + ahead)
+                if not more:  # workers freed but not relaunched are not needed now
+                    self.backend.release_spare()
                 events = self.backend.poll(0.0 if more else self.poll_interval)
                 if events.reports:
                     self._answer_reports(events.reports)
@@ -375,16 +377,31 @@ class StudyDriver:
         run = self._running.pop(finished.key, None)
         if run is None:  # an attempt this run no longer tracks
             return
-        if run.started is not None:  # the prepared trial takes the slot just freed, at once
-            prepared = next((r for r in self._running.values() if r.started is None), None)
-            if prepared is not None and self._past_deadline():  # no trial starts after the timeout
-                self._running.pop(prepared.task.key)
-                self.recorder.fail(prepared.trial._trial_id, prepared.trial.number,
-                                   "not started: the study's timeout was reached", {"retried": False})
-                self.counts.failed += 1
-            elif prepared is not None:
-                self._launch(prepared)
         self._count_running()
+        self._record(run, finished)  # first: a launch that fails below cannot lose this result
+        if run.started is not None:
+            self._fill_freed_slot()
+            self._count_running()
+
+    def _fill_freed_slot(self) -> None:
+        """The prepared trial takes the slot just freed, at once (the ask that the sampler takes
+        is already done). Unless the study is stopping (e.g. the result just recorded reached the
+        failure limit) or its timeout passed meanwhile: then it never starts, and is failed rather
+        than left RUNNING."""
+        prepared = next((r for r in self._running.values() if r.started is None), None)
+        if prepared is None:
+            return
+        stopping = self._stop_reason is not None and self._stop_reason[0] != JobState.COMPLETED
+        if not stopping and not self._past_deadline():
+            self._launch(prepared)
+            return
+        self._running.pop(prepared.task.key)
+        why = "the study is stopping" if stopping else "the study's timeout was reached"
+        self.recorder.fail(prepared.trial._trial_id, prepared.trial.number, f"not started: {why}",
+                           {"attempt": prepared.attempt, "retried": False})
+        self.counts.failed += 1
+
+    def _record(self, run: _Running, finished: Finished) -> None:
         # An infrastructure failure (the worker process or its node died: killed, OOM, node
         # removed) is not the objective's fault, so the trial is retried with the same parameters.
         outcome, infrastructure = finished.outcome, finished.infrastructure

@@ -3,13 +3,14 @@
 A trial is a call to a worker actor that keeps its process from one trial to the next, so
 imports, datasets built at module level and torch's warm-up are paid once per worker, not once
 per trial (Ray's task workers are killed when idle and restarted cold). Workers are pooled per
-process by their ``Slot`` (objective, import path, resources): a study reuses the workers of an
-earlier study only when they would run the same code with the same resources, and two studies
-whose modules share a name never run in one process.
+process by their ``Slot`` (objective, import path, module file version, resources): a study
+reuses the workers of an earlier study only when they would run the same code with the same
+resources, and two studies whose modules share a name never share a worker.
 
 Idle workers hold their CPUs and GPUs in Ray, so none is kept idle while another kind of
-worker is wanted: a study run returns the workers it does not relaunch at its next poll, and
-the pool kills idle workers as soon as a study of another kind is running.
+worker is wanted: a study run returns the workers it does not relaunch when it has nothing more
+to launch (``release_spare``), and the pool ends idle workers as soon as a study of another kind
+is running or a worker it asked for waits to be placed.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class WorkerPool:
 
     def reap(self, keep_idle_s: float) -> None:
         with self._lock:
+            self._check_connection()
             self._reap(keep_idle_s)
 
     def idle(self) -> int:
@@ -145,25 +147,38 @@ class WorkerPool:
 POOL = WorkerPool()
 
 
-def prepare_workers(spec: StudySpec, placement: Placement, keep_s: float = 60.0) -> None:
+def prepare_workers(spec: StudySpec, placement: Placement, *, keep_s: float = 60.0, timeout_s: float = 300.0) -> None:
     """Start a study's workers before its first trial and check its objective in the first one
     ready: the objective is imported where it runs (not in the driver too), while the others
     import it in parallel. Raises HpoError when the objective cannot be imported or refuses its
-    args; the workers then wait idle (up to ``keep_s``) for the study's first trials."""
+    args, or when no worker started within ``timeout_s`` (the cluster cannot place one); the
+    workers are ended then. Otherwise they wait idle (up to ``keep_s``) for the first trials."""
     slot = trial_slot(spec, placement)
     POOL.register(slot)
     workers = [POOL.acquire(slot) for _ in range(placement.concurrency)]
+    result: tuple | None = None
     try:
         calls = [worker.check.remote(spec.objective_args) for worker in workers]
-        ready, _ = ray.wait(calls, num_returns=1)
+        ready, _ = ray.wait(calls, num_returns=1, timeout=timeout_s)
+        if not ready:
+            raise HpoError(f"no Ray worker with {_asks(slot)} started within {timeout_s:g} s; "
+                           "the cluster has no room for one")
         result = ray.get(ready[0])
     except ray.exceptions.RayError as exc:
-        raise HpoError(f"objective {spec.objective!r} cannot be checked: a Ray worker failed: {type(exc).__name__}") from None
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise HpoError(f"objective {spec.objective!r} cannot be checked: a Ray worker failed: "
+                       f"{type(exc).__name__}: {first}") from None
     finally:
+        ok = result is not None and result[0] is None
         for worker in workers:
-            POOL.release(slot, worker)
+            POOL.release(slot, worker) if ok else POOL.discard(worker)
         POOL.unregister(slot, keep_s)
     apply_objective_check(spec, *result)
+
+
+def _asks(slot: Slot) -> str:
+    asks = [f"cpu: {slot.cpu:g}"] + ([f"gpu: {slot.gpu:g}"] if slot.gpu else [])
+    return ", ".join(asks + ([f"memory: {slot.memory} bytes"] if slot.memory else []))
 
 
 class RayBackend(TrialBackend):
@@ -180,6 +195,8 @@ class RayBackend(TrialBackend):
         self._busy: dict[ray.ObjectRef, tuple[str, Any]] = {}  # call -> (attempt key, worker)
         self._by_key: dict[str, ray.ObjectRef] = {}
         self._free: list[Any] = []  # workers whose trial just ended, for the driver's next launch
+        self._channel: Any = None
+        self._registered = False
 
     def capacity(self) -> tuple[float, float]:
         return cluster_capacity()
@@ -188,6 +205,7 @@ class RayBackend(TrialBackend):
         self._box, self._slot = box, slot
         self._channel = process_channel()
         self.pool.register(slot)
+        self._registered = True
         self._take = self._channel.take.remote(box, self.poll_interval)
 
     def launch(self, task: TrialTask) -> None:
@@ -196,10 +214,11 @@ class RayBackend(TrialBackend):
         self._busy[ref] = (task.key, worker)
         self._by_key[task.key] = ref
 
-    def poll(self, timeout: float) -> Events:
-        # Workers the driver did not relaunch since the last poll go back to the pool.
+    def release_spare(self) -> None:
         while self._free:
             self.pool.release(self._slot, self._free.pop())
+
+    def poll(self, timeout: float) -> Events:
         calls = [*self._busy, self._take]
         ready, _ = ray.wait(calls, num_returns=1, timeout=timeout)
         if ready:  # everything else that is ready too, in one go
@@ -238,9 +257,13 @@ class RayBackend(TrialBackend):
             self.pool.discard(worker)
 
     def close(self) -> None:
-        self._channel.close.remote(self._box)  # workers still reporting to it are told to stop
-        for key in list(self._by_key):
-            self.cancel(key)
-        while self._free:
-            self.pool.release(self._slot, self._free.pop())
-        self.pool.unregister(self._slot, self.keep_idle_s)
+        try:
+            if self._channel is not None:
+                self._channel.close.remote(self._box)  # workers still reporting to it are told to stop
+            for key in list(self._by_key):
+                self.cancel(key)
+            self.release_spare()
+        finally:
+            if self._registered:
+                self._registered = False
+                self.pool.unregister(self._slot, self.keep_idle_s)

@@ -12,6 +12,7 @@ import fcntl
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -34,23 +35,37 @@ KEEP_IDLE_WORKERS_S = 60.0
 
 
 class FairShare:
-    """Splits the cluster's CPUs and GPUs evenly between the studies running at once."""
+    """Splits the cluster's CPUs and GPUs evenly between the studies running at once.
 
-    def __init__(self) -> None:
-        self._active: set[str] = set()
+    Every study keeps at least one trial (one worker) going, so no more studies run at once than
+    the cluster holds one trial of each: a study beyond that would wait for a worker that the
+    others, each at its one slot, never give up.
+    """
+
+    def __init__(self, capacity: Callable[[], tuple[float, float]] = cluster_capacity) -> None:
+        self._active: dict[str, tuple[float, float]] = {}  # study -> (cpu, gpu) of one trial
         self._lock = threading.Lock()
+        self._capacity = capacity
 
-    def add(self, name: str) -> None:
+    def add(self, name: str, cpu: float, gpu: float) -> None:
         with self._lock:
-            self._active.add(name)
+            self._active[name] = (cpu, gpu)
 
     def remove(self, name: str) -> None:
         with self._lock:
-            self._active.discard(name)
+            self._active.pop(name, None)
+
+    def has_room(self) -> bool:
+        """Whether one trial of each running study leaves part of the cluster free."""
+        cpus, gpus = self._capacity()
+        with self._lock:
+            cpu = sum(c for c, _ in self._active.values())
+            gpu = sum(g for _, g in self._active.values())
+        return cpu < cpus - 1e-9 and gpu <= gpus + 1e-9
 
     def cap(self, spec: StudySpec) -> int:
         """Trials this study may have in flight now (at least one)."""
-        cpus, gpus = cluster_capacity()
+        cpus, gpus = self._capacity()
         with self._lock:
             n = max(1, len(self._active))
         fits = int((cpus / n) // spec.resources.cpu)
@@ -92,7 +107,7 @@ class Server:
             self._reap()
             POOL.reap(KEEP_IDLE_WORKERS_S)
             try:
-                while len(self._threads) < self.max_studies and not stop.is_set():
+                while len(self._threads) < self.max_studies and self.share.has_room() and not stop.is_set():
                     job = self.jobs.claim_next(self.owner, self.lease_s)
                     if job is None:
                         break
@@ -109,6 +124,11 @@ class Server:
         self._reap()
 
     def _start(self, job: Job) -> None:
+        try:  # its one trial is reserved at once, before the next claim
+            resources = StudySpec.from_json(job.spec).resources
+            self.share.add(job.study_name, resources.cpu, resources.gpu)
+        except Exception:  # the study's thread refuses the spec with its error
+            self.share.add(job.study_name, 1.0, 0.0)
         thread = threading.Thread(target=self._run_study, args=(job,), name=f"study-{job.study_name}", daemon=True)
         self._threads[job.study_name] = thread
         thread.start()
@@ -119,6 +139,12 @@ class Server:
                 del self._threads[name]
 
     def _run_study(self, job: Job) -> None:
+        try:
+            self._drive(job)
+        finally:
+            self.share.remove(job.study_name)
+
+    def _drive(self, job: Job) -> None:
         name = job.study_name
         try:
             spec = StudySpec.from_json(job.spec)
@@ -129,7 +155,6 @@ class Server:
             self.jobs.finish(name, self.owner, JobState.FAILED, str(exc))
             return
         log.info("running study %s", name)
-        self.share.add(name)
         try:
             result = run_job(
                 self.store, spec, self.owner, stop=self.stopping,
@@ -146,8 +171,6 @@ class Server:
             log.warning("study %s was taken over by another owner", name)
         except Exception as exc:  # keep serving the other studies
             log.error("study %s stopped: %s: %s", name, type(exc).__name__, self.store.scrub(exc))
-        finally:
-            self.share.remove(name)
 
     def _exclusive_sqlite(self) -> None:
         """SQLite has no row locks to share a queue safely: one serve per database file."""

@@ -63,6 +63,7 @@ class FakeBackend(TrialBackend):
     cancelled: list[str] = field(default_factory=list)
     most_at_once: int = 0
     closed: bool = False
+    fail_launch: int | None = None  # the launch (0-based) that raises, as a worker that cannot start
 
     def capacity(self) -> tuple[float, float]:
         return self.cpus, self.gpus
@@ -72,6 +73,8 @@ class FakeBackend(TrialBackend):
 
     def launch(self, task: TrialTask) -> None:
         assert not self.closed
+        if self.fail_launch == len(self.launched):
+            raise RuntimeError("the worker could not be started")
         self.running[task.key] = _Trial(task, self.behave(task), self.clock.now)
         self.launched.append((self.clock.now, task.key))
         self.most_at_once = max(self.most_at_once, len(self.running))

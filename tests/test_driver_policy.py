@@ -91,6 +91,29 @@ def test_failure_limit_stops_the_study_with_the_last_error(store):
     assert states(study)[TrialState.FAIL] == 4 and states(study)[TrialState.RUNNING] == 0
 
 
+def test_no_prepared_trial_starts_once_the_failure_limit_stops_the_study(store):
+    spec = make_spec(search_space=X, n_trials=20, sampler="random", max_failed_trials=1)
+    study, backend, driver = drive(store, spec, lambda task: Script(duration=1 + task.trial_number,
+                                                                     error="ValueError: bad data"))
+    result = driver.run()
+    assert result.state == JobState.FAILED
+    # Trials 0 and 1 ran; 2 (prepared) took 0's slot; 1's failure hit the limit, so 3 (prepared
+    # meanwhile) never started: failed as such, not left RUNNING.
+    assert len(backend.launched) == 3
+    errors = [t.user_attrs[ERROR_ATTR] for t in study.trials]
+    assert errors[3] == "not started: the study is stopping" and states(study)[TrialState.RUNNING] == 0
+
+
+def test_a_result_is_recorded_even_when_the_next_launch_fails(store):
+    spec = make_spec(search_space=X, n_trials=6, sampler="random")
+    study, backend, driver = drive(store, spec, lambda task: Script(duration=5 + task.trial_number, value=0.5))
+    backend.fail_launch = 2  # the prepared trial's launch, when trial 0 ends
+    with pytest.raises(RuntimeError, match="could not be started"):
+        driver.run()
+    assert study.trials[0].state == TrialState.COMPLETE and study.trials[0].value == 0.5
+    assert backend.closed and backend.cancelled == [backend.launched[1][1]]
+
+
 def test_trial_timeout_cancels_the_trial_and_fails_it(store):
     spec = make_spec(search_space=X, n_trials=6, sampler="random", trial_timeout=30, max_concurrent_trials=1)
     study, backend, driver = drive(store, spec, lambda task: Script(duration=100 if task.trial_number == 1 else 5))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 
+import pytest
 
-from hpo.driver import StudyDriver
-from hpo.ray_backend import POOL, RayBackend
+
+from hpo.driver import StudyDriver, plan_placement
+from hpo.errors import HpoError
+from hpo.ray_backend import POOL, RayBackend, prepare_workers
 from hpo.spec import parse_spec
 
 from studies import assert_exact_budget, drive, make_spec, new_study
@@ -71,7 +75,7 @@ def test_a_next_study_of_the_same_kind_starts_on_warm_workers(ray_runtime, store
 def test_an_edited_objective_file_never_runs_on_a_worker_that_imported_the_old_one(ray_runtime, store, tmp_path):
     _train_module(tmp_path / "a", 1.0)
     values = []
-    for value in (1.0, 2.0):
+    for value in (1.0, 22.0):  # another size too: Python's bytecode cache keys on size and seconds
         (tmp_path / "a" / "train.py").write_text(f"def objective(params, reporter):\n    return {value}  # edited\n")
         spec = parse_spec({"name": f"edited-{value:g}", "objective": "train:objective", "search_space": X,
                            "n_trials": 2, "max_concurrent_trials": 2}, base_dir=tmp_path / "a")
@@ -79,7 +83,7 @@ def test_an_edited_objective_file_never_runs_on_a_worker_that_imported_the_old_o
         StudyDriver(study, spec, poll_interval=0.2, backend=RayBackend(keep_idle_s=60)).run()
         values.append({t.value for t in study.trials})
     POOL.reap(0)
-    assert values == [{1.0}, {2.0}]
+    assert values == [{1.0}, {22.0}]
 
 
 def test_a_study_of_another_kind_ends_the_idle_workers(ray_runtime, store):
@@ -89,3 +93,20 @@ def test_a_study_of_another_kind_ends_the_idle_workers(ray_runtime, store):
     other = make_spec(name="other", search_space=X, n_trials=2)  # objectives:curve: another kind
     StudyDriver(new_study(store, other), other, poll_interval=0.2).run()
     assert POOL.idle() == 0  # the kept ones were ended when the other kind opened, its own at its end
+
+
+def test_hpo_run_checks_the_objective_in_a_worker_and_ends_the_workers_when_refused(ray_runtime, tmp_path):
+    (tmp_path / "broken.py").write_text("import no_such_module_xyz\n\ndef objective(params, reporter):\n    return 1\n")
+    spec = parse_spec({"name": "broken", "objective": "broken:objective", "search_space": X, "n_trials": 2},
+                      base_dir=tmp_path)
+    with pytest.raises(HpoError, match="cannot be imported: ModuleNotFoundError: No module named 'no_such_module_xyz'"):
+        prepare_workers(spec, plan_placement(spec))
+    assert "broken" not in sys.modules  # imported in the workers only
+    assert POOL.idle() == 0
+
+
+def test_a_worker_the_cluster_cannot_place_is_a_clear_error(ray_runtime):
+    spec = make_spec(search_space=X, resources={"cpu": 1, "memory": "100TiB"})
+    with pytest.raises(HpoError, match=r"no Ray worker with cpu: 1, memory: \d+ bytes started within 3 s"):
+        prepare_workers(spec, plan_placement(spec), timeout_s=3)
+    assert POOL.idle() == 0

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from hpo import api
 
 from conftest import TESTS_DIR
+from studies import make_spec
 from test_cli import HPO, assert_one_line_error, hpo
 
 QUICK = """\
@@ -146,3 +147,20 @@ def test_trials_run_on_both_nodes_of_a_ray_cluster(tmp_path):
     study = optuna.load_study(study_name="cluster", storage=f"sqlite:///{tmp_path}/c.db")
     nodes = {t.user_attrs["hpo:run"]["node"] for t in study.trials}
     assert len(nodes) == 2, nodes
+
+
+def test_fair_share_runs_no_more_studies_than_hold_one_trial_each():
+    from hpo.service import FairShare
+
+    share = FairShare(capacity=lambda: (2.0, 1.0))
+    one_cpu = make_spec(resources={"cpu": 1})
+    assert share.has_room() and share.cap(one_cpu) == 2
+    share.add("a", 1.0, 0.0)
+    assert share.has_room() and share.cap(one_cpu) == 2
+    share.add("b", 1.0, 0.0)
+    assert not share.has_room() and share.cap(one_cpu) == 1  # a third would wait for a worker
+    share.remove("a")
+    share.add("gpu", 0.5, 1.0)
+    assert share.has_room()  # 1.5 of 2 CPUs, 1 of 1 GPU
+    share.add("gpu2", 0.25, 0.5)
+    assert not share.has_room()  # GPUs over-reserved

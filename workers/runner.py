@@ -58,8 +58,8 @@ class TrialOutcome:
     gpu_s: float = 0.0  # wall time x GPUs assigned
     pid: int | None = None  # the worker process that ran the trial
     cold: bool = False  # the first trial of that process (it paid the process's start-up)
-    startup_s: float | None = None  # cold only: the process's age when the trial began
-    startup_cpu_s: float | None = None  # cold only: CPU the process spent before the trial
+    startup_s: float | None = None  # cold only: the process's age once it had imported the objective
+    startup_cpu_s: float | None = None  # cold only: CPU the process had spent by then
 
 
 def resolve_objective(ref: str, import_path: str | None = None):

@@ -26,29 +26,36 @@ class TrialWorker:
         self.objective = objective
         self.import_path = import_path
         self.trials = 0
+        self._startup: tuple[float, float | None] | None = None  # once the objective is imported
+
+    def _imported(self) -> tuple[float, float | None]:
+        """Import the objective once (with any data it builds at module level) and note what the
+        process had spent by then: its start-up, not its first trial's training."""
+        if self._startup is None:
+            try:
+                resolve_objective(self.objective, self.import_path)
+            except Exception:
+                pass  # the trial (or the check) resolves again and reports the error
+            self._startup = (time.process_time(), process_age())
+        return self._startup
 
     def run(self, task: TrialTask, channel) -> TrialOutcome:
         if task.objective != self.objective or task.import_path != self.import_path:
             # The pool's identity guarantees this never happens; refuse rather than mix code.
             raise RuntimeError(f"worker for {self.objective!r} was sent a trial of {task.objective!r}")
         cold = self.trials == 0
-        startup: tuple[float, float | None] | None = None
-        if cold:
-            try:  # the import (and any data built at module level) is start-up, not training
-                resolve_objective(task.objective, task.import_path)
-            except Exception:
-                pass  # run_trial resolves again and records the error as the trial's failure
-            startup = (time.process_time(), process_age())
+        startup = self._imported()
         self.trials += 1
         outcome = run_remote_trial(task, channel)
         outcome.pid = os.getpid()
         outcome.cold = cold
-        if startup is not None:
+        if cold:
             outcome.startup_cpu_s, outcome.startup_s = startup
         return outcome
 
     def check(self, args: dict) -> tuple[str | None, dict]:
         """Import the objective (start-up the process pays once anyway) and check its args."""
+        self._imported()
         return check_objective(self.objective, self.import_path, args)
 
 
