@@ -24,7 +24,7 @@ from hpo.ray_backend import prepare_workers
 from hpo.ray_runtime import ray_session
 from hpo.spec import StudySpec, load_spec
 from hpo.store import Store
-from hpo.submission import check_new_study, check_objective, create_study
+from hpo.submission import check_new_study, check_objective, create_study, locate_objective
 
 __all__ = [
     "HpoError", "StudySummary", "best", "cancel", "delete", "export", "list_studies", "resume",
@@ -82,6 +82,7 @@ def run(
     error.
     """
     spec = _spec(spec, name=name, n_trials=n_trials)
+    locate_objective(spec)  # a typo fails at once; the import itself is checked in a worker
     with _store(storage) as store:
         store.check()
         started = time.monotonic()

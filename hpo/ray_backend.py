@@ -49,7 +49,6 @@ class WorkerPool:
         self._live: dict[Any, Slot] = {}  # every worker started and not ended, busy or idle
         self._active: dict[Slot, int] = {}  # open study runs per slot
         self._capacity = (0.0, 0.0)
-        self.started = 0  # worker processes this pool asked Ray for
 
     def _check_connection(self) -> None:
         """Handles of an earlier Ray runtime (shut down since) are dropped."""
@@ -64,7 +63,9 @@ class WorkerPool:
             self._check_connection()
             self._capacity = capacity
             self._active[slot] = self._active.get(slot, 0) + 1
-            self._kill_idle(lambda other: other != slot)
+            for other in [s for s in self._idle if s != slot]:  # nobody runs them now
+                for worker, _ in self._idle.pop(other):
+                    self._end(worker)
 
     def unregister(self, slot: Slot, keep_idle_s: float) -> None:
         with self._lock:
@@ -85,7 +86,6 @@ class WorkerPool:
                 options["memory"] = slot.memory
             worker = _Worker.options(**options).remote(slot.objective, slot.import_path)
             self._live[worker] = slot
-            self.started += 1
             return worker
 
     def release(self, slot: Slot, worker: Any) -> None:
@@ -137,11 +137,6 @@ class WorkerPool:
             self._idle[slot] = [(w, t) for w, t in self._idle[slot] if t > cutoff]
             if not self._idle[slot]:
                 del self._idle[slot]
-
-    def _kill_idle(self, which) -> None:
-        for slot in [s for s in self._idle if which(s)]:
-            for worker, _ in self._idle.pop(slot):
-                self._end(worker)
 
 
 POOL = WorkerPool()

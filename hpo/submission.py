@@ -10,6 +10,7 @@ from hpo.jobs import FINISHED, Job, Jobs, JobState, utcnow
 from hpo.spec import StudySpec
 from hpo.store import Store
 from workers.runner import check_objective as check_in_process
+from workers.runner import locate_objective as locate_in_source
 
 
 def check_objective(spec: StudySpec) -> None:
@@ -21,6 +22,14 @@ def check_objective(spec: StudySpec) -> None:
     ``hpo run`` does the same in its first workers instead (hpo.ray_backend.prepare_workers).
     """
     apply_objective_check(spec, *check_in_process(spec.objective, str(spec.base_dir), spec.objective_args))
+
+
+def locate_objective(spec: StudySpec) -> None:
+    """Without running the objective's module: it exists, parses and defines the objective's
+    name, so a typo fails at once (``hpo run`` imports it only in its workers, after Ray starts)."""
+    error = locate_in_source(spec.objective, str(spec.base_dir))
+    if error is not None:
+        raise HpoError(error)
 
 
 def apply_objective_check(spec: StudySpec, error: str | None, args: dict) -> None:

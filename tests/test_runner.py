@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 
-from workers.runner import TrialTask, parse_result, resolve_objective, run_trial
+from workers.runner import TrialTask, locate_objective, parse_result, resolve_objective, run_trial
 
 from conftest import TESTS_DIR
 
@@ -55,3 +56,40 @@ def test_resolve_objective_errors():
         resolve_objective("objectives:missing", str(TESTS_DIR))
     with pytest.raises(ModuleNotFoundError):
         resolve_objective("no_such_module_xyz:f")
+
+
+def test_locate_objective_finds_typos_without_running_the_module(tmp_path):
+    (tmp_path / "train.py").write_text(
+        "open(__file__ + '.ran', 'w').close()\n"  # a side effect at import: must not happen
+        "def objective(params, reporter):\n    return 1\n"
+        "try:\n    from fast import other\nexcept ImportError:\n    def other(params, reporter):\n        return 2\n"
+    )
+    (tmp_path / "broken.py").write_text("def objective(params, reporter)\n    return 1\n")
+    (tmp_path / "star.py").write_text("from train import *\n")
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "sub" / "mod.py").write_text("objective = lambda params, reporter: 1\n")
+    here = str(tmp_path)
+    for ok in ("train:objective", "train:other", "star:objective", "pkg.sub.mod:objective", "builtin:mlp",
+               "objectives:curve"):
+        assert locate_objective(ok, here if not ok.startswith("objectives") else str(TESTS_DIR)) is None, ok
+    assert not (tmp_path / "train.py.ran").exists() and "train" not in sys.modules
+    assert locate_objective("trian:objective", here) == (
+        "objective 'trian:objective' cannot be imported: ModuleNotFoundError: No module named 'trian'")
+    assert locate_objective("pkg.sub.nope:objective", here) == (
+        "objective 'pkg.sub.nope:objective' cannot be imported: ModuleNotFoundError: No module named 'pkg.sub.nope'")
+    assert locate_objective("train:objectiv", here) == (
+        "objective 'train:objectiv' cannot be imported: ImportError: module 'train' has no attribute 'objectiv'")
+    assert locate_objective("broken:objective", here).startswith(
+        "objective 'broken:objective' cannot be imported: SyntaxError: expected ':' (broken.py, line 1)")
+    assert locate_objective("builtin:nope", here).startswith("unknown builtin objective 'nope'")
+
+
+def test_objective_args_are_checked_against_the_signature(tmp_path):
+    from workers.runner import check_objective
+
+    (tmp_path / "sig.py").write_text("def objective(params, reporter, epochs=3):\n    return 1\n"
+                                     "def open_ended(params, reporter, **kw):\n    return 1\n")
+    assert check_objective("sig:objective", str(tmp_path), {"epochs": 5}) == (None, {"epochs": 5})
+    assert check_objective("sig:open_ended", str(tmp_path), {"anything": 1})[0] is None
+    error, _ = check_objective("sig:objective", str(tmp_path), {"epoch": 5})
+    assert error == "objective_args: sig:objective cannot take them: got an unexpected keyword argument 'epoch'"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
+import inspect
 import math
 import os
 import sys
@@ -82,6 +85,81 @@ def resolve_objective(ref: str, import_path: str | None = None):
     return func
 
 
+def locate_objective(ref: str, import_path: str | None) -> str | None:
+    """Find the objective's source without running any of it: its module file (in
+    ``import_path``, else where Python would find it) and a top-level definition of the name in
+    it. Returns the one line an import would fail with for a missing module, a syntax error or a
+    missing name; None when it looks importable, or cannot be told without running the module
+    (an extension module, ``from x import *``). ``check_objective`` is the full check."""
+    if ref.startswith("builtin:"):
+        name = ref.removeprefix("builtin:")
+        return None if name in BUILTINS else f"unknown builtin objective {name!r}; builtins: {', '.join(sorted(BUILTINS))}"
+    module_name, _, attr = ref.partition(":")
+    try:
+        path = _module_file(module_name.split("."), import_path)
+    except (ImportError, ValueError):
+        return None
+    cannot = f"objective {ref!r} cannot be imported"
+    if path is None:
+        return f"{cannot}: ModuleNotFoundError: No module named {module_name!r}"
+    if not path.endswith(".py"):
+        return None
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(), path)
+    except SyntaxError as exc:
+        return f"{cannot}: SyntaxError: {exc.msg} ({os.path.basename(path)}, line {exc.lineno})"
+    except OSError:
+        return None
+    if any(_defines(node, attr) for node in tree.body):
+        return None
+    return f"{cannot}: ImportError: module {module_name!r} has no attribute {attr!r}"
+
+
+def _defines(node: ast.AST, name: str) -> bool:
+    """Whether ``node`` may bind ``name`` (a def, class, assignment or import; anywhere inside it,
+    so a name bound under `if` or `try` counts; a star import may bind anything)."""
+    for n in ast.walk(node):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == name:
+            return True
+        if isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store):
+            return True
+        if isinstance(n, (ast.Import, ast.ImportFrom)) and any(
+                a.name == "*" or (a.asname or a.name).split(".")[0] == name for a in n.names):
+            return True
+    return False
+
+
+def _module_file(parts: list[str], import_path: str | None) -> str | None:
+    """The file of module ``parts`` (a.b.c), looked up as an import would, without importing."""
+    locations: list[str] | None = None
+    found = _in_dirs(parts[0], [import_path]) if import_path else None
+    if found is None:
+        spec = importlib.util.find_spec(parts[0])  # a top-level name: imports nothing
+        if spec is None:
+            return None
+        found = (spec.origin, list(spec.submodule_search_locations or []))
+    origin, locations = found
+    for part in parts[1:]:
+        found = _in_dirs(part, locations or [])
+        if found is None:
+            return None
+        origin, locations = found
+    return origin or (locations[0] if locations else None)
+
+
+def _in_dirs(name: str, dirs: list[str]) -> tuple[str | None, list[str]] | None:
+    for folder in dirs:
+        package = os.path.join(folder, name)
+        if os.path.isfile(os.path.join(package, "__init__.py")):
+            return os.path.join(package, "__init__.py"), [package]
+        if os.path.isfile(package + ".py"):
+            return package + ".py", []
+        if os.path.isdir(package):  # a namespace package
+            return None, [package]
+    return None
+
+
 def check_objective(ref: str, import_path: str | None, args: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """Import the objective and call its module's ``check_args(objective_args, base_dir)`` hook if
     it has one. Returns (None, the checked args) or (one line saying what is wrong, args)."""
@@ -90,13 +168,19 @@ def check_objective(ref: str, import_path: str | None, args: dict[str, Any]) -> 
     except Exception as exc:  # ImportError, SyntaxError, errors raised at import time
         return f"objective {ref!r} cannot be imported: {type(exc).__name__}: {exc}", args
     check = getattr(sys.modules.get(func.__module__), "check_args", None)
-    if check is None:
-        return None, args
-    try:
-        checked = check(dict(args), import_path)
-    except (ValueError, TypeError, OSError) as exc:
-        return f"objective_args: {exc}", args
-    return None, checked if isinstance(checked, dict) else args
+    if check is not None:
+        try:
+            checked = check(dict(args), import_path)
+        except (ValueError, TypeError, OSError) as exc:
+            return f"objective_args: {exc}", args
+        args = checked if isinstance(checked, dict) else args
+    try:  # every trial would fail with "unexpected keyword argument" otherwise
+        inspect.signature(func).bind(None, None, **args)
+    except TypeError as exc:
+        return f"objective_args: {ref} cannot take them: {exc}", args
+    except ValueError:  # no signature to read (some builtins): the trials will tell
+        pass
+    return None, args
 
 
 def parse_result(
