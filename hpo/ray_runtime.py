@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import socket
 from collections.abc import Iterator
 
 import ray  # hpo/__init__.py set RAY_AUTH_MODE before this import
@@ -36,6 +38,7 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         configure_logging=True,
     )
     if address:
+        _probe(address)
         kwargs["address"] = address
     else:
         # "local": always a new runtime, never a cluster that `ray start` left on this machine.
@@ -43,7 +46,8 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
         kwargs["dashboard_host"] = "127.0.0.1"
     try:
-        ray.init(**kwargs)
+        with without_credentials():
+            ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local Ray runtime"
         raise HpoError(f"cannot start or join Ray at {where}: {' '.join(str(exc).split())[:300]}") from None
@@ -51,6 +55,42 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         yield
     finally:
         ray.shutdown()
+
+
+PROBE_TIMEOUT_S = 10.0
+
+
+def _probe(address: str) -> None:
+    """Fail in bounded time, with one line, when a cluster's GCS address does not answer (Ray
+    itself keeps retrying for minutes). Addresses that are not host:port (``auto``, ``ray://``)
+    are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise HpoError(f"cannot reach Ray at {address}: {reason} (is `ray start --head --port {port}` running there?)") from None
+
+
+# A URL with a password in it (scheme://user:password@host), and variables that hold one.
+_URL_WITH_PASSWORD = re.compile(r"://[^/\s@:]*:[^/\s@]+@")
+CREDENTIAL_VARS = ("HPO_STORAGE", "PGPASSWORD", "MYSQL_PWD")
+
+
+@contextlib.contextmanager
+def without_credentials() -> Iterator[None]:
+    """Leave database credentials out of this process's environment while Ray starts: the Ray
+    processes it starts (GCS, raylet, agents) and so every worker and trial inherit the
+    environment as it is then. Put back afterwards."""
+    hidden = {k: v for k, v in os.environ.items() if k in CREDENTIAL_VARS or _URL_WITH_PASSWORD.search(v)}
+    for key in hidden:
+        del os.environ[key]
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
 
 
 def cluster_capacity() -> tuple[float, float]:

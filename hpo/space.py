@@ -195,11 +195,29 @@ def resolve_space_source(ref: str | dict[str, Any], base_dir: Path) -> tuple[dic
     return data, label
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _load_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise HpoError(f"{path}: not a file")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as exc:
+        raise HpoError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise HpoError(f"{path}: malformed YAML: {_yaml_problem(exc)}") from exc
+        raise HpoError(f"{path}: malformed YAML: {_yaml_problem(exc)}") from None
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

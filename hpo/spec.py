@@ -140,11 +140,13 @@ class StudySpec(_Strict):
                 f"pruner {self.pruner.name!r} cannot be used with several directions: Optuna does "
                 "not prune multi-objective trials (use pruner: none)"
             )
-        names = set(self.search_space.params)
+        space = self.search_space.params
         for i, params in enumerate(self.enqueue):
-            unknown = set(params) - names
-            if unknown:
-                raise ValueError(f"enqueue[{i}]: {sorted(unknown)[0]!r} is not in the search space")
+            for name, value in params.items():
+                if name not in space:
+                    raise ValueError(f"enqueue[{i}]: {name!r} is not in the search space")
+                if not space[name].contains(value):
+                    raise ValueError(f"enqueue[{i}]: {name}={value!r} is outside its range in the search space")
         return self
 
     @property
@@ -182,7 +184,7 @@ class StudySpec(_Strict):
     def from_json(cls, text: str) -> StudySpec:
         data = json.loads(text)
         base_dir = Path(data.pop("_base_dir", "."))
-        return parse_spec(data, base_dir=base_dir, source="stored spec")
+        return parse_spec(data, base_dir=base_dir, source="stored spec", try_run=False)
 
 
 def load_spec(path: str | Path, **overrides: Any) -> StudySpec:
@@ -200,8 +202,10 @@ def load_spec(path: str | Path, **overrides: Any) -> StudySpec:
     return parse_spec(data, base_dir=path.resolve().parent, source=str(path))
 
 
-def parse_spec(data: dict[str, Any], *, base_dir: Path, source: str = "spec") -> StudySpec:
-    """Validate a spec given as a mapping (search_space may be a name, a path or a mapping)."""
+def parse_spec(data: dict[str, Any], *, base_dir: Path, source: str = "spec", try_run: bool = True) -> StudySpec:
+    """Validate a spec given as a mapping (search_space may be a name, a path or a mapping).
+    ``try_run``: also run its sampler and pruner for two throwaway trials (a stored spec, read
+    back, was tried when it was submitted)."""
     data = dict(data)
     if "search_space" in data:
         ref = data["search_space"]
@@ -224,7 +228,39 @@ def parse_spec(data: dict[str, Any], *, base_dir: Path, source: str = "spec") ->
         spec.build_pruner()
     except HpoError as exc:
         raise HpoError(f"{source}: field 'pruner': {exc}") from None
+    if try_run:
+        _try_sampler_and_pruner(spec, source)
     return spec
+
+
+def _try_sampler_and_pruner(spec: StudySpec, source: str) -> None:
+    """Run the sampler and pruner on a throwaway in-memory study for a few trials of the space,
+    so an option of the wrong type (``n_startup_trials: "ten"``) fails here, not in the driver."""
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line
+    try:
+        study = optuna.create_study(directions=spec.study_directions, sampler=spec.build_sampler(),
+                                    pruner=spec.build_pruner(), storage=optuna.storages.InMemoryStorage())
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    n_values = len(spec.study_directions)
+    for number in range(2):
+        what = "sampler"
+        try:
+            trial = study.ask()
+            spec.search_space.sample(trial)
+            if n_values == 1:
+                what = "pruner"
+                trial.report(float(number), 0)
+                trial.should_prune()
+            what = "sampler"
+            study.tell(trial, [float(number)] * n_values if n_values > 1 else float(number))
+        except HpoError:
+            raise
+        except Exception as exc:  # the options' types only show when the sampler or pruner runs
+            raise HpoError(f"{source}: field '{what}': {type(exc).__name__}: {exc}") from None
 
 
 _UNION_TAGS = {"float", "int", "categorical"}

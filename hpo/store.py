@@ -8,7 +8,9 @@ never reaches output or logs.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from hpo.errors import HpoError
 DEFAULT_URL = "sqlite:///hpo.db"
 ENV_VAR = "HPO_STORAGE"
 SQLITE_BUSY_TIMEOUT_S = 60
+SCHEMA_LOCK_ID = 0x68706F  # "hpo": the advisory lock that serializes schema creation
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -118,12 +121,33 @@ class Store:
             text = text.replace(str(self.url.password), "***")
         return text
 
+    @contextlib.contextmanager
+    def _schema_lock(self) -> Iterator[None]:
+        """Hold the database's schema lock: the first uses of a fresh server database (Optuna's
+        tables and types, hpo's migrations) are serialized between processes instead of racing
+        ("type studydirection already exists"). A session-level advisory lock on PostgreSQL,
+        GET_LOCK on MySQL/MariaDB; SQLite serializes writers by itself."""
+        backend = self.url.get_backend_name()
+        if backend not in ("postgresql", "mysql", "mariadb"):
+            yield
+            return
+        take, give = ((f"SELECT pg_advisory_lock({SCHEMA_LOCK_ID})", f"SELECT pg_advisory_unlock({SCHEMA_LOCK_ID})")
+                      if backend == "postgresql" else
+                      ("SELECT GET_LOCK('hpo_schema', 300)", "SELECT RELEASE_LOCK('hpo_schema')"))
+        with self.engine.connect() as conn:
+            conn.execute(sa.text(take))
+            try:
+                yield
+            finally:
+                conn.execute(sa.text(give))
+
     def upgrade(self) -> None:
         """Bring hpo's own tables to the newest revision (Optuna migrates its own tables)."""
         from hpo.migrations import upgrade
 
         try:
-            upgrade(self.engine)
+            with self._schema_lock():
+                upgrade(self.engine)
         except SQLAlchemyError as exc:
             raise HpoError(f"migrating storage {self.masked} failed: {self.scrub(exc)}") from None
 
@@ -131,9 +155,10 @@ class Store:
     def optuna(self) -> optuna.storages.RDBStorage:
         """Optuna's RDB storage on the same database (created on first use)."""
         try:
-            storage = optuna.storages.RDBStorage(
-                self.url.render_as_string(hide_password=False), engine_kwargs=self._engine_kwargs()
-            )
+            with self._schema_lock():  # it creates Optuna's tables on a fresh database
+                storage = optuna.storages.RDBStorage(
+                    self.url.render_as_string(hide_password=False), engine_kwargs=self._engine_kwargs()
+                )
         except SQLAlchemyError as exc:
             raise HpoError(f"cannot open storage {self.masked}: {self.scrub(exc)}") from None
         if self.is_sqlite:

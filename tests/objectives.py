@@ -112,3 +112,14 @@ def counts_calls(params, reporter, delay: float = 0.05):
     reporter.log(calls=len(_CALLS))
     reporter.report(0, params["x"])
     return params["x"]
+
+
+def dump_environment(params, reporter, path: str):
+    """Writes what a trial can see of its process: environment and command line."""
+    import os
+    from pathlib import Path
+
+    with open("/proc/self/cmdline", "rb") as f:
+        cmdline = f.read().replace(b"\0", b" ").decode()
+    Path(path).write_text("\n".join(f"{k}={v}" for k, v in os.environ.items()) + "\n" + cmdline)
+    return params["x"]

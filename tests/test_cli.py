@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from conftest import REPO
+from conftest import REPO, TESTS_DIR
 
 HPO = str(Path(sys.executable).parent / "hpo")
 EXAMPLE = REPO / "examples" / "digits-mlp.yaml"
@@ -29,6 +30,36 @@ def hpo(*args: str, cwd: Path | None = None, timeout: float = 240) -> subprocess
 
 def with_password(url: str) -> str:
     return make_url(url).set(password=SECRET).render_as_string(hide_password=False)
+
+
+def test_no_database_password_reaches_a_worker(postgres_url, tmp_path):
+    """HPO_STORAGE as the README's service mode sets it: the trials (and Ray's processes, which
+    they inherit from) never see the password, in their environment or on a command line."""
+    dump = tmp_path / "seen.txt"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: env\nobjective: objectives:dump_environment\nobjective_args: {{path: {dump}}}\n"
+                    f"search_space: {{x: {{type: float, low: 0, high: 1}}}}\nn_trials: 1\n")
+    shutil.copy(TESTS_DIR / "objectives.py", tmp_path / "objectives.py")
+    env = {**os.environ, "HPO_STORAGE": with_password(postgres_url), "PGPASSWORD": SECRET}
+    result = subprocess.run([HPO, "run", str(spec)], capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stderr
+    seen = dump.read_text()
+    assert "HOME=" in seen and "ray" in seen.lower()  # it did dump a worker's environment and argv
+    assert SECRET not in seen and SECRET not in result.stdout + result.stderr
+
+
+def test_a_ray_address_that_does_not_answer_is_one_line_at_once(tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a loopback port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    db = tmp_path / "store.db"
+    result = hpo("run", str(spec), "--storage", f"sqlite:///{db}", "--ray-address", f"127.0.0.1:{port}", timeout=60)
+    assert_one_line_error(result, f"cannot reach Ray at 127.0.0.1:{port}: Connection refused")
+    assert not db.exists()
 
 
 def test_version():
@@ -90,6 +121,9 @@ BAD_SPECS = {
         SPEC.replace("{lr: {type: float, low: 0.001, high: 0.1, log: true}}", "{opt: {type: categorical, choices: []}}"),
         "choices must not be empty",
     ),
+    "sampler-option-type": (SPEC + "sampler: {name: tpe, options: {n_startup_trials: ten}}\n",
+                            "field 'sampler': TypeError"),
+    "duplicate-key": (SPEC + "n_trials: 3\n", "key 'n_trials' is given twice"),
     "objective-not-importable": (
         SPEC.replace("builtin:mlp", "no_such_pkg.train:objective"),
         "objective 'no_such_pkg.train:objective' cannot be imported: ModuleNotFoundError",

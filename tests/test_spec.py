@@ -347,6 +347,40 @@ def test_bad_pruner_option_value_type():
     assert "median" in message
 
 
+def test_sampler_option_of_the_wrong_type_is_refused_when_the_sampler_runs():
+    # TPESampler accepts any value when built; it fails only on its first ask (in the driver).
+    message = spec_error(minimal(sampler={"name": "tpe", "options": {"n_startup_trials": "ten"}}))
+    assert message.startswith("spec: field 'sampler': TypeError:")
+
+
+def test_duplicate_keys_are_refused(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(minimal()) + "n_trials: 9\n")
+    with pytest.raises(HpoError, match=r"malformed YAML: key 'n_trials' is given twice at line \d+"):
+        load_spec(path)
+
+
+def test_a_spec_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(yaml.safe_dump(minimal(description="caf\u00e9"), allow_unicode=True).encode("latin-1"))
+    with pytest.raises(HpoError, match=r"spec.yaml: not UTF-8 text \(byte \d+\)"):
+        load_spec(path)
+
+
+def test_a_folder_given_as_search_space_is_one_line(tmp_path):
+    (tmp_path / "spaces").mkdir()
+    with pytest.raises(HpoError, match=r"field 'search_space': .*spaces: not a file"):
+        parse_spec(minimal(search_space="spaces/"), base_dir=tmp_path)
+
+
+@pytest.mark.parametrize("value", [5.0, "adamw2"])
+def test_enqueued_values_outside_the_space_are_refused(value):
+    space = {"x": {"type": "float", "low": 0.0, "high": 1.0}, "opt": {"type": "categorical", "choices": ["adamw", "sgd"]}}
+    name = "x" if isinstance(value, float) else "opt"
+    message = spec_error(minimal(search_space=space, enqueue=[{name: value}]))
+    assert f"enqueue[0]: {name}={value!r} is outside its range in the search space" in message
+
+
 def test_bad_pruner_option_value():
     message = spec_error(minimal(pruner={"name": "percentile", "options": {"percentile": 150.0}}))
     assert "field 'pruner'" in message

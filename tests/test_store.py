@@ -66,3 +66,23 @@ def test_server_engines_pre_ping(postgres_url):
     assert store.engine.pool._pre_ping is True
     store.check()
     store.dispose()
+
+
+@pytest.mark.parametrize("server", ["postgres_url", "mysql_url"])
+def test_concurrent_first_uses_of_a_fresh_database_do_not_race(server, request, tmp_path):
+    """Optuna's and hpo's schema creation on a fresh server database, from many submits at once:
+    without the schema lock most of them failed ("type studydirection already exists")."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hpo import api
+
+    url = request.getfixturevalue(server)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("objective: builtin:branin\nsearch_space: branin\nn_trials: 2\n")
+
+    def submit(i: int) -> str:
+        return api.submit(spec, storage=url, name=f"first-use-{i}")
+
+    with ThreadPoolExecutor(8) as pool:
+        names = list(pool.map(submit, range(8)))
+    assert sorted(s.study_name for s in api.list_studies(storage=url)) == sorted(names)
