@@ -239,28 +239,30 @@ def _try_sampler_and_pruner(spec: StudySpec, source: str) -> None:
     import optuna
 
     verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" or "trial finished" lines
+    study = optuna.create_study(directions=spec.study_directions, sampler=spec.build_sampler(),
+                                pruner=spec.build_pruner(), storage=optuna.storages.InMemoryStorage())
+    n_values = len(spec.study_directions)
+    stage = ["sampler"]
+
+    def objective(trial: optuna.Trial):  # inside optimize, a sampler may stop the study (grid)
+        stage[0] = "sampler"
+        spec.search_space.sample(trial)
+        if n_values == 1:
+            stage[0] = "pruner"
+            trial.report(float(trial.number), 0)
+            trial.should_prune()
+        stage[0] = "sampler"
+        return [float(trial.number)] * n_values if n_values > 1 else float(trial.number)
+
     try:
-        study = optuna.create_study(directions=spec.study_directions, sampler=spec.build_sampler(),
-                                    pruner=spec.build_pruner(), storage=optuna.storages.InMemoryStorage())
+        study.optimize(objective, n_trials=2)
+    except HpoError:
+        raise
+    except Exception as exc:  # the options' types only show when the sampler or pruner runs
+        raise HpoError(f"{source}: field '{stage[0]}': {type(exc).__name__}: {exc}") from None
     finally:
         optuna.logging.set_verbosity(verbosity)
-    n_values = len(spec.study_directions)
-    for number in range(2):
-        what = "sampler"
-        try:
-            trial = study.ask()
-            spec.search_space.sample(trial)
-            if n_values == 1:
-                what = "pruner"
-                trial.report(float(number), 0)
-                trial.should_prune()
-            what = "sampler"
-            study.tell(trial, [float(number)] * n_values if n_values > 1 else float(number))
-        except HpoError:
-            raise
-        except Exception as exc:  # the options' types only show when the sampler or pruner runs
-            raise HpoError(f"{source}: field '{what}': {type(exc).__name__}: {exc}") from None
 
 
 _UNION_TAGS = {"float", "int", "categorical"}
