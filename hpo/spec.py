@@ -239,7 +239,7 @@ def _try_sampler_and_pruner(spec: StudySpec, source: str) -> None:
     import optuna
 
     verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" or "trial finished" lines
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "study created", "trial finished/failed" lines
     study = optuna.create_study(directions=spec.study_directions, sampler=spec.build_sampler(),
                                 pruner=spec.build_pruner(), storage=optuna.storages.InMemoryStorage())
     n_values = len(spec.study_directions)
