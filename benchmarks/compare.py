@@ -1,7 +1,9 @@
 """hpo against distributed Optuna and Ray Tune, each run as its users run it: a fresh, cold process
 from the shell per run, on the same study spec, measured the same way.
 
-  hpo-sqlite / hpo-postgres        `hpo run SPEC --storage URL --json` (it starts its own Ray)
+  hpo-sqlite / hpo-postgres        `hpo run SPEC --storage URL --json` (as users run it: on one
+                                   machine with no GPU asked, trials run in local worker processes)
+  hpo-ray-sqlite                   the same with `--backend ray` (it starts its own Ray runtime)
   optuna-sqlite / optuna-postgres  distributed Optuna as its docs show it: one
                                    `python peers/optuna_peer.py` per slot, started together on a
                                    study created beforehand (not timed), `study.optimize` on the
@@ -70,14 +72,14 @@ HPO = str(Path(sys.executable).with_name("hpo")) if Path(sys.executable).with_na
 PEERS = HERE / "peers"
 OBJECTIVE_MODULES = ("benchlog.py", "workloads.py", "heavy.py")
 ALL_WORKLOADS = "overhead,utilization,quality,heavy,latency"
-ALL_SYSTEMS = "hpo-sqlite,hpo-postgres,optuna-sqlite,optuna-postgres,raytune"
+ALL_SYSTEMS = "hpo-sqlite,hpo-ray-sqlite,hpo-postgres,optuna-sqlite,optuna-postgres,raytune"
 SHA = {"name": "successive_halving", "options": {"min_resource": 1, "reduction_factor": 3}}
 # --smoke without --only/--systems: every system once or twice, on the workloads that differ in
 # how the systems run them, in well under 2 minutes on 2 cores (each run is a cold start of
 # 4 to 20 s); --smoke --only utilization,quality runs those on hpo-sqlite.
 SMOKE_WORKLOADS = "overhead,heavy,latency"
 SMOKE_SYSTEMS = {
-    "heavy": ("hpo-sqlite", "optuna-sqlite", "raytune"),
+    "heavy": ("hpo-sqlite", "hpo-ray-sqlite", "optuna-sqlite", "raytune"),
     "overhead": ("hpo-postgres", "optuna-postgres"),
     "latency": ("hpo-sqlite", "optuna-sqlite"),
     "utilization": ("hpo-sqlite",),
@@ -85,7 +87,7 @@ SMOKE_SYSTEMS = {
 }
 # Environment a user's shell would not hand these commands: this harness's own settings, or a
 # Ray cluster to join (every system starts its own, cold).
-SCRUBBED = ("RAY_ADDRESS", "HPO_RAY_ADDRESS", "HPO_STORAGE", "HPO_BENCH_LOG", "OMP_NUM_THREADS")
+SCRUBBED = ("RAY_ADDRESS", "HPO_RAY_ADDRESS", "HPO_BACKEND", "HPO_STORAGE", "HPO_BENCH_LOG", "OMP_NUM_THREADS")
 
 
 # ---------------------------------------------------------------------------- configuration
@@ -134,9 +136,9 @@ def write_spec(folder: Path, workload: str, cfg: dict, seed: int) -> Path:
 # ---------------------------------------------------------------------------- the systems
 
 
-def run_hpo(spec_path: Path, spec: dict, url: str, env: dict, cwd: Path, timeout_s: float):
-    done = run_from_shell([[HPO, "run", str(spec_path), "--storage", url, "--json"]], env=env, cwd=cwd,
-                          timeout_s=timeout_s)
+def run_hpo(spec_path: Path, spec: dict, url: str, env: dict, cwd: Path, timeout_s: float, backend: str = "auto"):
+    done = run_from_shell([[HPO, "run", str(spec_path), "--storage", url, "--json", "--backend", backend]], env=env,
+                          cwd=cwd, timeout_s=timeout_s)
     timings = _json_object(done.stdouts[0]).get("timings") or {}  # e.g. ray_start_s, when hpo gives them
     return done, trials_from_store(url, spec["name"]), timings
 
@@ -195,8 +197,11 @@ def run_system(system: str, workload: str, cfg: dict, seed: int, tmp: Path, time
     else:
         url = fresh_postgres() if system.endswith("postgres") else f"sqlite:///{tmp / (uuid.uuid4().hex + '.db')}"
         try:
-            run = run_hpo if system.startswith("hpo") else run_optuna
-            done, trials, timings = run(spec_path, spec, url, env, tmp, timeout_s)
+            if system.startswith("hpo"):
+                backend = "ray" if system.startswith("hpo-ray") else "auto"
+                done, trials, timings = run_hpo(spec_path, spec, url, env, tmp, timeout_s, backend)
+            else:
+                done, trials, timings = run_optuna(spec_path, spec, url, env, tmp, timeout_s)
         finally:
             if system.endswith("postgres"):
                 drop_postgres(url)
@@ -376,8 +381,8 @@ def targets(systems: dict, spec: dict) -> list[str]:
             ok = ours >= theirs if spec["direction"] == "maximize" else ours <= theirs
             lines.append(f"    best    {a} {ours:.4f}, {b} {theirs:.4f} (equal or better: {_met(ok)})")
 
-    for store in ("sqlite", "postgres"):
-        hpo, peer = f"hpo-{store}", f"optuna-{store}"
+    for hpo, peer in (("hpo-sqlite", "optuna-sqlite"), ("hpo-ray-sqlite", "optuna-sqlite"),
+                      ("hpo-postgres", "optuna-postgres")):
         ratio("wall_s", hpo, peer, 0.9)
         ratio("cpu_s", hpo, peer, 1.1)
         better(hpo, peer)

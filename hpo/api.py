@@ -15,16 +15,14 @@ from typing import Any
 
 import optuna
 
-from hpo.driver import LeaseLost, Observer, plan_placement
+from hpo.driver import LeaseLost, Observer, plan_placement, trial_slot
 from hpo.errors import HpoError
 from hpo.execution import run_job
 from hpo.jobs import FINISHED, Jobs, JobState, default_owner
 from hpo.queries import StudySummary, export_study, get_job, list_jobs, summarize, trial_rows
-from hpo.ray_backend import prepare_workers
-from hpo.ray_runtime import ray_session
 from hpo.spec import StudySpec, load_spec
 from hpo.store import Store
-from hpo.submission import check_new_study, check_objective, create_study, locate_objective
+from hpo.submission import apply_objective_check, check_new_study, check_objective, create_study, locate_objective
 
 __all__ = [
     "HpoError", "StudySummary", "best", "cancel", "delete", "export", "list_studies", "resume",
@@ -66,6 +64,37 @@ def submit(spec: StudySpec | str | Path, *, storage: str | None = None, name: st
     return spec.name
 
 
+BACKENDS = ("auto", "local", "ray")
+
+
+def choose_backend(spec: StudySpec, backend: str = "auto", ray_address: str | None = None) -> str:
+    """Where `hpo run` runs the trials: "local" (worker processes of this machine) or "ray".
+
+    ``auto``: Ray when it is asked for (an address, ``HPO_RAY_ADDRESS``, or a Ray runtime this
+    process is already connected to) or the trials need GPUs (Ray places them); otherwise local
+    processes, which start in a fraction of the time a Ray runtime takes and run the same way.
+    """
+    import os
+    import sys
+
+    if backend not in BACKENDS:
+        raise HpoError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if backend == "local":
+        if ray_address or os.environ.get("HPO_RAY_ADDRESS"):
+            raise HpoError("--backend local runs on this machine only; drop --ray-address (or HPO_RAY_ADDRESS)")
+        if spec.resources.gpu > 0 and not spec.resources.cpu_fallback:
+            raise HpoError(f"the spec asks for gpu: {spec.resources.gpu:g} per trial; the local backend "
+                           "runs no GPU trials (use --backend ray, or resources.cpu_fallback: true)")
+        return "local"
+    if backend == "ray":
+        return "ray"
+    ray = sys.modules.get("ray")
+    connected = ray is not None and ray.is_initialized()
+    if ray_address or os.environ.get("HPO_RAY_ADDRESS") or connected or spec.resources.gpu > 0:
+        return "ray"
+    return "local"
+
+
 def run(
     spec: StudySpec | str | Path,
     *,
@@ -74,41 +103,74 @@ def run(
     name: str | None = None,
     n_trials: int | None = None,
     observer: Observer | None = None,
+    backend: str = "auto",
 ) -> StudySummary:
     """Submit a study and run it to its budget in this process (`hpo run`).
 
-    Everything the user gave is validated (spec, objective, storage, Ray capacity) before the
-    first write. A study of the same name that was interrupted is resumed; a finished one is an
-    error.
+    Everything the user gave is validated (spec, objective, storage, capacity) before the first
+    write. A study of the same name that was interrupted is resumed; a finished one is an error.
+    ``backend``: where the trials run (see :func:`choose_backend`).
     """
     spec = _spec(spec, name=name, n_trials=n_trials)
+    kind = choose_backend(spec, backend, ray_address)
     locate_objective(spec)  # a typo fails at once; the import itself is checked in a worker
+    if kind == "local":
+        return _run_local(spec, storage, observer)
+    from hpo.ray_backend import prepare_workers
+    from hpo.ray_runtime import ray_session
+
     with _store(storage) as store:
         store.check()
         started = time.monotonic()
         with ray_session(ray_address):
-            timings = {"ray_start_s": round(time.monotonic() - started, 3)}
+            timings = {"backend": "ray", "ray_start_s": round(time.monotonic() - started, 3)}
             # e.g. gpu per trial on a cluster without GPUs; then the objective is imported and
             # checked in the study's first workers (which keep it for the trials)
             prepare_workers(spec, plan_placement(spec))
             timings["first_worker_s"] = round(time.monotonic() - started - timings["ray_start_s"], 3)
-            existing = check_new_study(store, spec, resume=True)
-            store.upgrade()
-            jobs = Jobs(store.engine)
-            if existing is None:
-                create_study(store, spec)
-            else:
-                jobs.set_state(spec.name, JobState.QUEUED, allowed_from={existing.state}, spec_json=spec.to_json())
-            owner = default_owner()
-            if not jobs.claim(spec.name, owner, lease_s=30.0):
-                raise HpoError(f"study {spec.name!r} is being run by another owner")
-            try:
-                run_job(store, spec, owner, observer=observer)
-            except LeaseLost:
-                raise HpoError(f"study {spec.name!r} was taken over by another owner") from None
+            _drive(store, spec, observer)
         summary = summarize(store, get_job(store, spec.name))
         summary.timings = timings
         return summary
+
+
+def _run_local(spec: StudySpec, storage: str | None, observer: Observer | None) -> StudySummary:
+    from hpo.local_backend import LocalBackend
+
+    started = time.monotonic()
+    backend = LocalBackend()
+    placement = plan_placement(spec, backend.capacity())
+    try:
+        # The workers import the objective while the driver opens the store.
+        backend.start(trial_slot(spec, placement), placement.concurrency)
+        with _store(storage) as store:
+            store.check()
+            apply_objective_check(spec, *backend.check(spec.objective_args))
+            timings = {"backend": "local", "first_worker_s": round(time.monotonic() - started, 3)}
+            _drive(store, spec, observer, backend)
+            summary = summarize(store, get_job(store, spec.name))
+    finally:
+        backend.close()
+    summary.timings = timings
+    return summary
+
+
+def _drive(store: Store, spec: StudySpec, observer: Observer | None, backend=None) -> None:
+    """Create (or resume) the study's job, claim it and drive it to its end here."""
+    existing = check_new_study(store, spec, resume=True)
+    store.upgrade()
+    jobs = Jobs(store.engine)
+    if existing is None:
+        create_study(store, spec)
+    else:
+        jobs.set_state(spec.name, JobState.QUEUED, allowed_from={existing.state}, spec_json=spec.to_json())
+    owner = default_owner()
+    if not jobs.claim(spec.name, owner, lease_s=30.0):
+        raise HpoError(f"study {spec.name!r} is being run by another owner")
+    try:
+        run_job(store, spec, owner, observer=observer, backend=backend)
+    except LeaseLost:
+        raise HpoError(f"study {spec.name!r} was taken over by another owner") from None
 
 
 def serve(
@@ -123,6 +185,7 @@ def serve(
 ) -> None:
     """Run queued studies until ``stop`` is set, or with ``stop_on_signals`` until SIGTERM or
     SIGINT (a second one forces the exit)."""
+    from hpo.ray_runtime import ray_session
     from hpo.service import Server, stop_on_signals as install
 
     stop = stop or threading.Event()

@@ -7,6 +7,7 @@ import functools
 import io
 import json
 import logging
+import signal
 import sys
 
 import click
@@ -56,11 +57,26 @@ def handle_errors(func):
         except HpoError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except Terminated:
+            click.echo("terminated: running trials were handed back; run again to resume", err=True)
+            sys.exit(143)
         except KeyboardInterrupt:
             click.echo("interrupted: running trials were stopped; run again to resume", err=True)
             sys.exit(130)
 
     return wrapper
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `timeout`, systemd and Kubernetes send) ends a foreground run as Ctrl-C does:
+    running trials are handed back, the study resumes on the next run."""
+
+
+def _terminate_like_ctrl_c() -> None:
+    def handler(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,16 +117,23 @@ def _echo_json(data) -> None:
 @ray_option
 @click.option("--name", default=None, help="Study name (overrides the spec's name).")
 @click.option("--n-trials", type=int, default=None, help="Trial budget (overrides the spec's n_trials).")
+@click.option(
+    "--backend", type=click.Choice(["auto", "local", "ray"]), default="auto", envvar="HPO_BACKEND",
+    show_default=True,
+    help="Where trials run: worker processes of this machine (local) or Ray. auto: Ray when "
+         "--ray-address is given or trials ask for GPUs, else local.",
+)
 @json_option
 @handle_errors
 def run(
     spec: str, storage: str | None, ray_address: str | None, name: str | None, n_trials: int | None,
-    as_json: bool,
+    backend: str, as_json: bool,
 ) -> None:
     """Run the study described by SPEC to its budget, in the foreground."""
     from hpo.progress import ProgressBar, summary_table
 
-    options = dict(storage=storage, ray_address=ray_address, name=name, n_trials=n_trials)
+    _terminate_like_ctrl_c()
+    options = dict(storage=storage, ray_address=ray_address, name=name, n_trials=n_trials, backend=backend)
     if as_json:
         summary = api.run(spec, **options)
         _echo_json(summary.to_dict())
@@ -328,12 +351,15 @@ def delete(name: str, storage: str | None, yes: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind; anything but loopback exposes the store to the network.")
 @click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--writable/--read-only", default=None,
+              help="Whether the dashboard may change the store (delete studies, set trial states and values). "
+                   "Default: read-only while a study of the store is being run, else writable.")
 @handle_errors
-def dashboard(storage: str | None, host: str, port: int) -> None:
+def dashboard(storage: str | None, host: str, port: int, writable: bool | None) -> None:
     """Serve optuna-dashboard on the store (Ctrl-C stops it)."""
     from hpo.dashboard import serve_dashboard
 
-    serve_dashboard(storage, host=host, port=port)
+    serve_dashboard(storage, host=host, port=port, writable=writable)
 
 
 @cli.group()

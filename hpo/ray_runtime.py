@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
+import signal
 import socket
+import threading
 from collections.abc import Iterator
 
 import ray  # hpo/__init__.py set RAY_AUTH_MODE before this import
 
+from hpo.credentials import without_credentials
 from hpo.errors import HpoError
 
 ENV_VAR = "HPO_RAY_ADDRESS"
@@ -45,9 +47,11 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         kwargs["address"] = "local"
         kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
         kwargs["dashboard_host"] = "127.0.0.1"
+    previous = signal.getsignal(signal.SIGTERM)
     try:
         with without_credentials():
             ray.init(**kwargs)
+        _keep_handler(signal.SIGTERM, previous)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local Ray runtime"
         raise HpoError(f"cannot start or join Ray at {where}: {' '.join(str(exc).split())[:300]}") from None
@@ -55,6 +59,13 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         yield
     finally:
         ray.shutdown()
+
+
+def _keep_handler(signum: int, previous) -> None:
+    """ray.init replaces the process's SIGTERM handler with one that aborts with a stack dump;
+    the caller's own handler (`hpo run` ends like Ctrl-C: trials handed back) stays."""
+    if callable(previous) and threading.current_thread() is threading.main_thread():
+        signal.signal(signum, previous)
 
 
 PROBE_TIMEOUT_S = 10.0
@@ -72,25 +83,6 @@ def _probe(address: str) -> None:
     except OSError as exc:
         reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
         raise HpoError(f"cannot reach Ray at {address}: {reason} (is `ray start --head --port {port}` running there?)") from None
-
-
-# A URL with a password in it (scheme://user:password@host), and variables that hold one.
-_URL_WITH_PASSWORD = re.compile(r"://[^/\s@:]*:[^/\s@]+@")
-CREDENTIAL_VARS = ("HPO_STORAGE", "PGPASSWORD", "MYSQL_PWD")
-
-
-@contextlib.contextmanager
-def without_credentials() -> Iterator[None]:
-    """Leave database credentials out of this process's environment while Ray starts: the Ray
-    processes it starts (GCS, raylet, agents) and so every worker and trial inherit the
-    environment as it is then. Put back afterwards."""
-    hidden = {k: v for k, v in os.environ.items() if k in CREDENTIAL_VARS or _URL_WITH_PASSWORD.search(v)}
-    for key in hidden:
-        del os.environ[key]
-    try:
-        yield
-    finally:
-        os.environ.update(hidden)
 
 
 def cluster_capacity() -> tuple[float, float]:

@@ -59,3 +59,26 @@ def assert_stopped_at_decision(study) -> None:
         assert steps == list(range(len(steps)))
         if steps:
             assert trial.user_attrs["hpo:run"]["last_step"] == steps[-1]
+
+
+def worker_runs(study) -> list[dict]:
+    """Each trial's `hpo:run` record, in trial order."""
+    return [t.user_attrs["hpo:run"] for t in sorted(study.trials, key=lambda t: t.number)]
+
+
+def assert_warm_workers(study) -> set[int]:
+    """Every worker process paid one cold start and kept its module state from trial to trial
+    (objectives:counts_calls logs how many trials its process ran). Returns the pids."""
+    from collections import defaultdict
+
+    info = worker_runs(study)
+    by_pid = defaultdict(list)
+    for r in info:
+        by_pid[r["pid"]].append(r)
+    assert sum(r["cold_start"] for r in info) == len(by_pid)  # one cold start per process
+    for trials in by_pid.values():
+        # The module-level cache: each later trial in a process saw the earlier ones' entries.
+        assert [r["metrics"]["calls"] for r in trials] == list(range(1, len(trials) + 1))
+        assert trials[0]["cold_start"] and not any(r["cold_start"] for r in trials[1:])
+        assert trials[0]["startup_cpu_s"] > 0 and trials[0]["startup_s"] > 0
+    return set(by_pid)

@@ -32,19 +32,24 @@ def with_password(url: str) -> str:
     return make_url(url).set(password=SECRET).render_as_string(hide_password=False)
 
 
-def test_no_database_password_reaches_a_worker(postgres_url, tmp_path):
+@pytest.mark.parametrize("backend", ["ray", "local"])
+def test_no_database_password_reaches_a_worker(postgres_url, tmp_path, backend):
     """HPO_STORAGE as the README's service mode sets it: the trials (and Ray's processes, which
-    they inherit from) never see the password, in their environment or on a command line."""
+    they inherit from; or the local worker processes) never see the password, in their
+    environment or on a command line."""
     dump = tmp_path / "seen.txt"
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"name: env\nobjective: objectives:dump_environment\nobjective_args: {{path: {dump}}}\n"
                     f"search_space: {{x: {{type: float, low: 0, high: 1}}}}\nn_trials: 1\n")
     shutil.copy(TESTS_DIR / "objectives.py", tmp_path / "objectives.py")
     env = {**os.environ, "HPO_STORAGE": with_password(postgres_url), "PGPASSWORD": SECRET}
-    result = subprocess.run([HPO, "run", str(spec)], capture_output=True, text=True, timeout=240, env=env)
+    result = subprocess.run([HPO, "run", str(spec), "--backend", backend], capture_output=True, text=True,
+                            timeout=240, env=env)
     assert result.returncode == 0, result.stderr
     seen = dump.read_text()
-    assert "HOME=" in seen and "ray" in seen.lower()  # it did dump a worker's environment and argv
+    argv = seen.splitlines()[-1]
+    assert "HOME=" in seen  # it did dump a worker's environment and argv
+    assert ("ray" in argv.lower()) if backend == "ray" else ("workers.local_worker" in argv)
     assert SECRET not in seen and SECRET not in result.stdout + result.stderr
 
 
@@ -188,3 +193,39 @@ def test_storage_from_environment(tmp_path):
     result = subprocess.run([HPO, "db", "upgrade"], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     assert db.exists()
+
+
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_sigterm_hands_running_trials_back_like_ctrl_c(tmp_path, backend):
+    """What `timeout`, systemd and Kubernetes send: trials handed back, one line, exit 143."""
+    import signal
+    import time
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    shutil.copy(TESTS_DIR / "objectives.py", tmp_path / "objectives.py")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: termed\nobjective: objectives:pid_writer\nobjective_args: {{workdir: {marks}, steps: 200, "
+                    "delay: 0.1}\nsearch_space: {x: {type: float, low: 0, high: 1}}\nn_trials: 4\n"
+                    "max_concurrent_trials: 2\n")
+    url = f"sqlite:///{tmp_path}/s.db"
+    env = {k: v for k, v in os.environ.items() if k not in ("HPO_STORAGE", "HPO_BACKEND")}
+    proc = subprocess.Popen([HPO, "run", str(spec), "--storage", url, "--backend", backend],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(marks.glob("*.pid"))) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "terminated: running trials were handed back; run again to resume"
+    assert "Traceback" not in err and "Stack" not in err
+    study = optuna.load_study(study_name="termed", storage=url)
+    states = [t.state for t in study.trials]
+    # the two running (and the one prepared to start next) handed back, none left RUNNING
+    assert len(states) >= 2 and set(states) == {optuna.trial.TrialState.FAIL}
+    status = subprocess.run([HPO, "status", "termed", "--storage", url, "--json"], capture_output=True, text=True)
+    assert json.loads(status.stdout)["state"] == "INTERRUPTED"

@@ -45,7 +45,8 @@ def assert_retried(study: optuna.Study, failed: list) -> None:
         assert retries[0].user_attrs["hpo:attempt"] == trial.user_attrs["hpo:run"]["attempt"] + 1
 
 
-def test_killing_ray_workers_five_times(ray_runtime, sqlite_url, tmp_path):
+@pytest.mark.parametrize("backend", ["ray", "local"])
+def test_killing_workers_five_times(ray_runtime, sqlite_url, tmp_path, backend):
     spec = make_spec(
         name="kills", objective="objectives:pid_writer", search_space={"x": {"type": "float", "low": 0, "high": 1}},
         objective_args={"workdir": str(tmp_path), "steps": 6, "delay": 0.25}, sampler="random",
@@ -79,7 +80,7 @@ def test_killing_ray_workers_five_times(ray_runtime, sqlite_url, tmp_path):
     thread = threading.Thread(target=killer)
     thread.start()
     try:
-        summary = api.run(spec, storage=sqlite_url)
+        summary = api.run(spec, storage=sqlite_url, backend=backend)
     finally:
         done.set()
         thread.join()

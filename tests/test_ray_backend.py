@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections import defaultdict
 
 import pytest
 
@@ -13,31 +12,18 @@ from hpo.errors import HpoError
 from hpo.ray_backend import POOL, RayBackend, prepare_workers
 from hpo.spec import parse_spec
 
-from studies import assert_exact_budget, drive, make_spec, new_study
+from studies import assert_exact_budget, assert_warm_workers, drive, make_spec, new_study, worker_runs
 
 X = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
 
-
-def runs(study) -> list[dict]:
-    return [t.user_attrs["hpo:run"] for t in sorted(study.trials, key=lambda t: t.number)]
 
 
 def test_twenty_trials_on_two_slots_start_at_most_three_processes(ray_runtime, store):
     spec = make_spec(objective="objectives:counts_calls", search_space=X, n_trials=20, sampler="random")
     study, _ = drive(store, spec)
     assert_exact_budget(study, 20)
-    info = runs(study)
-    pids = {r["pid"] for r in info}
+    pids = assert_warm_workers(study)
     assert 1 <= len(pids) <= 3, pids
-    assert sum(r["cold_start"] for r in info) == len(pids)  # one cold start per process
-    by_pid = defaultdict(list)
-    for r in info:
-        by_pid[r["pid"]].append(r)
-    for trials in by_pid.values():
-        # The module-level cache: each later trial in a process saw the earlier ones' entries.
-        assert [r["metrics"]["calls"] for r in trials] == list(range(1, len(trials) + 1))
-        assert trials[0]["cold_start"] and not any(r["cold_start"] for r in trials[1:])
-        assert trials[0]["startup_cpu_s"] > 0 and trials[0]["startup_s"] > 0
 
 
 def _train_module(folder, value: float) -> None:
@@ -66,7 +52,7 @@ def test_a_next_study_of_the_same_kind_starts_on_warm_workers(ray_runtime, store
         spec = make_spec(name=name, objective="objectives:counts_calls", search_space=X, n_trials=4)
         study = new_study(store, spec)
         StudyDriver(study, spec, poll_interval=0.2, backend=RayBackend(keep_idle_s=60)).run()
-        pids.append({r["pid"]: r["cold_start"] for r in runs(study)})
+        pids.append({r["pid"]: r["cold_start"] for r in worker_runs(study)})
     POOL.reap(0)
     assert POOL.idle() == 0
     assert set(pids[1]) <= set(pids[0]) and not any(pids[1].values())

@@ -1,4 +1,5 @@
-"""The trial runner: executes one trial of a user's objective inside a Ray worker."""
+"""The trial runner: executes one trial of a user's objective inside a worker (a Ray actor or a
+local worker process)."""
 
 from __future__ import annotations
 
@@ -262,9 +263,8 @@ def run_trial(task: TrialTask, send) -> TrialOutcome:
 
 
 def _assigned_gpus() -> float:
-    import ray
-
-    if not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+    ray = sys.modules.get("ray")  # a local worker never imports Ray (a second of start-up)
+    if ray is None or not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
         return 0.0  # not in a Ray worker (e.g. a test calling run_trial in the driver)
     return float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
 
@@ -281,9 +281,14 @@ def _limit_threads(cpu: float) -> None:
 
 
 def _node() -> str:
-    import ray
+    """The Ray node id in a Ray worker; in a local worker process, the host's name."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return ray.get_runtime_context().get_node_id()
+    return os.environ.get(LOCAL_NODE_VAR, "")
 
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+LOCAL_NODE_VAR = "HPO_LOCAL_NODE"  # set by the local backend in its worker processes
 
 
 def _short_traceback(exc: BaseException, lines: int = 12) -> str:

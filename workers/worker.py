@@ -16,11 +16,12 @@ from __future__ import annotations
 import os
 import time
 
-from workers.runner import TrialOutcome, TrialTask, check_objective, resolve_objective, run_remote_trial
+from workers.runner import TrialOutcome, TrialTask, check_objective, resolve_objective, run_remote_trial, run_trial
 
 
 class TrialWorker:
-    """The body of the worker actor (wrapped with ``ray.remote`` by the driver's backend)."""
+    """The body of a worker: a Ray actor (wrapped with ``ray.remote`` by the Ray backend) or a
+    plain process of this machine (``workers.local_worker``, the local backend)."""
 
     def __init__(self, objective: str, import_path: str | None) -> None:
         self.objective = objective
@@ -40,13 +41,19 @@ class TrialWorker:
         return self._startup
 
     def run(self, task: TrialTask, channel) -> TrialOutcome:
+        """Ray: reports go through the driver process's report channel actor."""
+        return self.execute(task, lambda t: run_remote_trial(t, channel))
+
+    def execute(self, task: TrialTask, runner=None) -> TrialOutcome:
+        """Run one trial with ``runner(task) -> TrialOutcome`` (default: ``run_trial`` without
+        reports) and add what the process it ran in cost."""
         if task.objective != self.objective or task.import_path != self.import_path:
             # The pool's identity guarantees this never happens; refuse rather than mix code.
             raise RuntimeError(f"worker for {self.objective!r} was sent a trial of {task.objective!r}")
         cold = self.trials == 0
         startup = self._imported()
         self.trials += 1
-        outcome = run_remote_trial(task, channel)
+        outcome = runner(task) if runner is not None else run_trial(task, None)
         outcome.pid = os.getpid()
         outcome.cold = cold
         if cold:
