@@ -2,7 +2,8 @@
 
 optuna-dashboard is handed the Store's Optuna storage object, never the URL, so the password
 cannot reach its output; requests and Optuna's warnings are not logged, so the start line is all
-it prints. It binds to 127.0.0.1 unless told otherwise.
+it prints. It binds to 127.0.0.1 unless told otherwise, and is read-only while a study of the
+store is being run (``--writable`` / ``--read-only`` decide otherwise).
 """
 
 from __future__ import annotations
@@ -39,9 +40,56 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def serve_dashboard(storage: str | None, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve optuna-dashboard on the store until Ctrl-C."""
+_READS = ("GET", "HEAD", "OPTIONS")
+
+
+def read_only(app):
+    """WSGI middleware: every request that would change the store (optuna-dashboard's writes are
+    its POST, PUT, PATCH and DELETE calls: delete a study, set a trial's state or values, notes,
+    attributes) is refused with 403 and changes nothing; pages, plots and reads pass through."""
+
+    def guarded(environ, start_response):
+        if environ.get("REQUEST_METHOD", "GET").upper() in _READS:
+            return app(environ, start_response)
+        body = b'{"reason": "this dashboard is read-only (hpo dashboard --writable allows changes)"}'
+        start_response("403 Forbidden", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return guarded
+
+
+def serve_is_running(store: Store) -> bool:
+    """Whether an owner (`hpo serve` or `hpo run`) holds a live lease on a study of the store."""
+    import sqlalchemy as sa
+
+    from hpo.jobs import JobState, utcnow
+    from hpo.schema import jobs
+
+    try:
+        with store.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.count()).select_from(jobs)
+                .where(jobs.c.state == JobState.RUNNING, jobs.c.lease_expires_at > utcnow())
+            ).scalar() > 0
+    except sa.exc.SQLAlchemyError:  # no hpo tables: nothing of hpo runs on it
+        return False
+
+
+def build_app(store: Store, writable: bool):
     from optuna_dashboard import wsgi
+
+    try:
+        app = wsgi(store.optuna)
+    except RuntimeError as exc:  # Optuna's schema is newer or older than this Optuna
+        raise HpoError(f"storage {store.masked}: {store.scrub(exc)}") from None
+    return app if writable else read_only(app)
+
+
+def serve_dashboard(storage: str | None, host: str = "127.0.0.1", port: int = 8080,
+                    writable: bool | None = None) -> None:
+    """Serve optuna-dashboard on the store until Ctrl-C. ``writable``: whether it may change the
+    store; by default not while a study of it is being run (a trial's state or value set by hand
+    would race the driver that owns it), else it may."""
 
     if not 0 <= port <= 65535:
         raise HpoError(f"port {port} is out of range (0-65535)")
@@ -51,10 +99,9 @@ def serve_dashboard(storage: str | None, host: str = "127.0.0.1", port: int = 80
         if not path.is_file():  # do not create an empty database just to show nothing
             raise HpoError(f"no store at {store.masked} (run a study into it first)")
     store.check()
-    try:
-        app = wsgi(store.optuna)
-    except RuntimeError as exc:  # Optuna's schema is newer or older than this Optuna
-        raise HpoError(f"storage {store.masked}: {store.scrub(exc)}") from None
+    if writable is None:
+        writable = not serve_is_running(store)
+    app = build_app(store, writable)
 
     try:
         server = make_server(host, port, app, _Server6 if ":" in host else WSGIServer, _QuietHandler)
@@ -62,10 +109,12 @@ def serve_dashboard(storage: str | None, host: str = "127.0.0.1", port: int = 80
         raise HpoError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
     shown = f"[{host}]" if ":" in host else host
-    print(f"optuna-dashboard for {store.masked} on http://{shown}:{server.server_port} (Ctrl-C stops it)",
+    mode = "" if writable else ", read-only"
+    print(f"optuna-dashboard for {store.masked} on http://{shown}:{server.server_port}{mode} (Ctrl-C stops it)",
           file=sys.stderr, flush=True)
     if not _is_loopback(host):
-        print(f"warning: listening on {host}: anyone who can reach it can read and change the studies",
+        print(f"warning: listening on {host}: anyone who can reach it can read{' and change' if writable else ''} "
+              "the studies",
               file=sys.stderr, flush=True)
     try:
         with warnings.catch_warnings():

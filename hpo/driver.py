@@ -265,6 +265,7 @@ class StudyDriver:
             raise
         except BaseException as exc:
             self._abandon_running(f"driver stopped: {type(exc).__name__}")
+            self._fail_left_running(f"driver crashed: {type(exc).__name__}")
             raise
         finally:
             self.backend.close()  # workers still reporting to this run are told to stop
@@ -439,8 +440,22 @@ class StudyDriver:
             frozen = self.recorder.fail(run.trial._trial_id, run.trial.number, outcome.error or "failed", info)
             if frozen is not None:
                 self._count_failure(outcome.error or "", retried)
+        if frozen is None:
+            self._count_finished_elsewhere(run.trial._trial_id)
         if self.observer and frozen is not None:
             self.observer.trial_finished(frozen, self.counts, self.best)
+
+    def _count_finished_elsewhere(self, trial_id: int) -> None:
+        """The trial was finished by someone else meanwhile (optuna-dashboard's "tell" on a
+        running trial, or a new owner): its result was dropped, and the trial counts as what the
+        store says it is, so the budget stays exact (a COMPLETE set by hand is not run again)."""
+        state = self.recorder.state_of(trial_id)
+        if state == TrialState.COMPLETE:
+            self.counts.complete += 1
+        elif state == TrialState.PRUNED:
+            self.counts.pruned += 1
+        elif state == TrialState.FAIL:
+            self.counts.failed += 1
 
     def _retry(self, params: dict[str, Any], attempt: int, number: int) -> bool:
         """Enqueue another attempt (same parameters) unless max_retries are used up."""
@@ -504,6 +519,16 @@ class StudyDriver:
         in a database outage and was retried) is failed, so nothing stays RUNNING."""
         for frozen in self.recorder.trials(states=(TrialState.RUNNING,)):
             self.recorder.fail(frozen._trial_id, frozen.number, "orphaned: never dispatched (store outage)")
+
+    def _fail_left_running(self, reason: str) -> None:
+        """After a crash: a trial left RUNNING that no run tracks (an ask that crashed in the
+        sampler) is failed too, so a study that ends FAILED keeps nothing RUNNING."""
+        try:
+            for frozen in self.recorder.trials(states=(TrialState.RUNNING,)):
+                self.recorder.fail(frozen._trial_id, frozen.number, reason)
+            self.recorder.flush()
+        except Exception:  # the database may be what failed; the next owner cleans up
+            pass
 
     def _abandon_running(self, reason: str | None) -> None:
         """Stop running trials; record them FAIL with ``reason`` unless it is None."""

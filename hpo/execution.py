@@ -30,28 +30,38 @@ def run_job(
     lease_s: float = LEASE_S,
     heartbeat_s: float = HEARTBEAT_S,
     backend: TrialBackend | None = None,
+    crash_backoff_s: float | None = None,
 ) -> DriverResult:
     """Drive the study of a job that ``owner`` has claimed, then record its end and release it.
 
     Raises driver.LeaseLost if another owner took the job over (nothing more is written then).
+    A crash of the driver (an exception that is not a trial's) is counted on the job: it is
+    claimable again after ``crash_backoff_s`` (doubling per crash), FAILED after a few.
     """
     jobs = Jobs(store.engine)
-    # We hold the lease: the study's reads can come from memory, its writes still go to SQL.
-    storage = OwnedStudyStorage(store.optuna, spec.name, engine=store.writer)
-    study = optuna.load_study(
-        study_name=spec.name, storage=storage, sampler=spec.build_sampler(), pruner=spec.build_pruner()
-    )
-    driver = StudyDriver(
-        study, spec, observer=observer,
-        heartbeat=lambda: jobs.renew(spec.name, owner, lease_s), heartbeat_interval=heartbeat_s,
-        stop=stop, concurrency_cap=concurrency_cap, owner=owner, engine=store.engine, lease_s=lease_s,
-        backend=backend,
-    )
     try:
+        # We hold the lease: the study's reads can come from memory, its writes still go to SQL.
+        storage = OwnedStudyStorage(store.optuna, spec.name, engine=store.writer)
+        study = optuna.load_study(
+            study_name=spec.name, storage=storage, sampler=spec.build_sampler(), pruner=spec.build_pruner()
+        )
+        driver = StudyDriver(
+            study, spec, observer=observer,
+            heartbeat=lambda: jobs.renew(spec.name, owner, lease_s), heartbeat_interval=heartbeat_s,
+            stop=stop, concurrency_cap=concurrency_cap, owner=owner, engine=store.engine, lease_s=lease_s,
+            backend=backend,
+        )
         result = driver.run()
-    except BaseException as exc:
-        if not isinstance(exc, LeaseLost):
-            jobs.finish(spec.name, owner, JobState.INTERRUPTED, f"interrupted: {type(exc).__name__}")
+    except LeaseLost:
+        raise
+    except Exception as exc:
+        # Not a trial's error (those are data): hpo or a library crashed driving this study. Counted,
+        # so that a study that crashes every time ends FAILED instead of being claimed forever.
+        jobs.crashed(spec.name, owner, f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}",
+                     backoff_s=crash_backoff_s)
+        raise
+    except BaseException as exc:  # Ctrl-C, SIGTERM: handed back, resumed on the next run
+        jobs.finish(spec.name, owner, JobState.INTERRUPTED, f"interrupted: {type(exc).__name__}")
         raise
     jobs.finish(spec.name, owner, result.state, result.message)
     return result

@@ -48,6 +48,8 @@ class Job:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    crashes: int = 0
+    not_before: datetime | None = None
 
     @classmethod
     def from_row(cls, row: sa.Row) -> Job:
@@ -56,11 +58,24 @@ class Job:
         return cls(**data)
 
 
+MAX_CRASHES = 3  # driver crashes after which a study is FAILED instead of claimed again
+CRASH_BACKOFF_S = 10.0  # the first crash's wait before the next claim; doubled per crash
+
+
 class Jobs:
     """Data access for the jobs table. Every method is one short transaction."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._readable: list[sa.Column] | None = None
+
+    def _select(self):
+        """SELECT of the job columns the table has: a store whose hpo tables predate a migration
+        (read by `hpo list` before anything upgraded it) is still readable."""
+        if self._readable is None:
+            present = {c["name"] for c in sa.inspect(self.engine).get_columns(jobs.name)}
+            self._readable = [c for c in jobs.c if c.name in present]
+        return sa.select(*self._readable)
 
     def create(self, study_name: str, spec_json: str) -> Job:
         now = utcnow()
@@ -78,18 +93,19 @@ class Jobs:
 
     def get(self, study_name: str) -> Job | None:
         with self.engine.connect() as conn:
-            row = conn.execute(jobs.select().where(jobs.c.study_name == study_name)).first()
+            row = conn.execute(self._select().where(jobs.c.study_name == study_name)).first()
         return Job.from_row(row) if row else None
 
     def all(self) -> list[Job]:
         with self.engine.connect() as conn:
-            rows = conn.execute(jobs.select().order_by(jobs.c.id)).all()
+            rows = conn.execute(self._select().order_by(jobs.c.id)).all()
         return [Job.from_row(r) for r in rows]
 
     @staticmethod
     def _claimable(now: datetime):
         return sa.or_(
-            jobs.c.state.in_([JobState.QUEUED, JobState.INTERRUPTED]),
+            sa.and_(jobs.c.state.in_([JobState.QUEUED, JobState.INTERRUPTED]),
+                    sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now)),
             sa.and_(jobs.c.state == JobState.RUNNING, jobs.c.lease_expires_at < now),
         )
 
@@ -125,7 +141,7 @@ class Jobs:
             row = conn.execute(query).first()
             if row is None or not self._take(conn, jobs.c.id == row.id, owner, lease_s, now):
                 return None
-            found = conn.execute(jobs.select().where(jobs.c.id == row.id)).first()
+            found = conn.execute(self._select().where(jobs.c.id == row.id)).first()
         return Job.from_row(found)
 
     def renew(self, study_name: str, owner: str, lease_s: float) -> JobState | None:
@@ -148,8 +164,8 @@ class Jobs:
         """Move a job to ``state`` if it is in one of ``allowed_from``; True when it moved."""
         now = utcnow()
         values = dict(state=state, updated_at=now, message=message)
-        if state == JobState.QUEUED:
-            values.update(owner=None, lease_expires_at=None, finished_at=None)
+        if state == JobState.QUEUED:  # a user queued it (again): its crash count starts afresh
+            values.update(owner=None, lease_expires_at=None, finished_at=None, crashes=0, not_before=None)
         if state in FINISHED:
             values.update(finished_at=now)
         if spec_json is not None:
@@ -178,3 +194,37 @@ class Jobs:
                 .where(jobs.c.study_name == study_name, jobs.c.owner == owner, jobs.c.state == JobState.RUNNING)
                 .values(**values)
             )
+
+    def crashed(self, study_name: str, owner: str, error: str, *, max_crashes: int = MAX_CRASHES,
+                backoff_s: float | None = None) -> JobState | None:
+        """Record that our driver of the job crashed (an error that is not a trial's), and release
+        it: INTERRUPTED, claimable again after a backoff that doubles per crash, or FAILED with the
+        error once it crashed ``max_crashes`` times, so one poison study cannot crash-loop a serve.
+        Returns the job's new state (None if we no longer held it)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            crashes = conn.execute(
+                sa.select(jobs.c.crashes).where(jobs.c.study_name == study_name, jobs.c.owner == owner,
+                                                jobs.c.state == JobState.RUNNING)
+            ).scalar()
+            if crashes is None:
+                return None
+            crashes += 1
+            if crashes >= max_crashes:
+                state, not_before = JobState.FAILED, None
+                message = f"its driver crashed {crashes} times; last: {error}"
+            else:
+                state = JobState.INTERRUPTED
+                wait = (CRASH_BACKOFF_S if backoff_s is None else backoff_s) * 2 ** (crashes - 1)
+                not_before = now + timedelta(seconds=wait)
+                message = f"its driver crashed ({crashes} of {max_crashes}; retried after {wait:g} s): {error}"
+            values = dict(state=state, message=message[:2000], lease_expires_at=None, updated_at=now,
+                          crashes=crashes, not_before=not_before)
+            if state in FINISHED:
+                values["finished_at"] = now
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.study_name == study_name, jobs.c.owner == owner, jobs.c.state == JobState.RUNNING)
+                .values(**values)
+            )
+        return state

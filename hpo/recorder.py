@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import optuna
-from optuna.exceptions import StorageInternalError
+from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -113,27 +113,37 @@ class StudyRecorder:
         return self._retrying("ask", self.study.ask)
 
     def report(self, trial: optuna.Trial, step: int, value: float) -> bool:
-        """Store an intermediate value; True when the pruner says the trial should stop."""
-        if self._multi_objective:
-            # Optuna neither stores nor prunes reports of multi-objective trials; keep the
-            # learning curve visible anyway, and never prune.
-            self._retrying(
-                "report", lambda: self.storage.set_trial_intermediate_value(trial._trial_id, step, value)
-            )
-            return False
-        # Optuna keeps the first value of a step reported twice, so a retried report is harmless.
-        self._retrying("report", lambda: trial.report(value, step))
-        return self._retrying("should_prune", trial.should_prune)
+        """Store an intermediate value; True when the pruner says the trial should stop, or when
+        the trial was finished by someone else meanwhile (e.g. from optuna-dashboard): its worker
+        stops, and its result is dropped when it arrives."""
+        try:
+            if self._multi_objective:
+                # Optuna neither stores nor prunes reports of multi-objective trials; keep the
+                # learning curve visible anyway, and never prune.
+                self._retrying(
+                    "report", lambda: self.storage.set_trial_intermediate_value(trial._trial_id, step, value)
+                )
+                return False
+            # Optuna keeps the first value of a step reported twice, so a retried report is harmless.
+            self._retrying("report", lambda: trial.report(value, step))
+            return self._retrying("should_prune", trial.should_prune)
+        except UpdateFinishedTrialError:
+            return True
 
     def store_missing_reports(self, trial: optuna.Trial, reports: dict[int, float]) -> None:
         """Store intermediate values the worker sent that are not stored yet (a report still in
         flight when its trial finished), so every learning curve is complete before the tell."""
-        known = self._retrying("read", lambda: self.storage.get_trial(trial._trial_id)).intermediate_values
+        current = self._retrying("read", lambda: self.storage.get_trial(trial._trial_id))
+        if current.state.is_finished():
+            return  # finished by someone else meanwhile: its curve is what they left
         for step, value in sorted(reports.items()):
-            if step not in known:
-                self._retrying(
-                    "report", lambda: self.storage.set_trial_intermediate_value(trial._trial_id, step, value)
-                )
+            if step not in current.intermediate_values:
+                try:
+                    self._retrying(
+                        "report", lambda: self.storage.set_trial_intermediate_value(trial._trial_id, step, value)
+                    )
+                except UpdateFinishedTrialError:
+                    return
 
     def complete(
         self, trial: optuna.Trial, values: list[float], constraints: dict[str, float], info: dict[str, Any]
@@ -188,6 +198,10 @@ class StudyRecorder:
         if not self._batched:
             self.attempt_finished(number, state.name, reason)
         return frozen
+
+    def state_of(self, trial_id: int) -> TrialState:
+        """A trial's state as this recorder knows it (after a dropped tell: the store's)."""
+        return self._retrying("read", lambda: self.storage.get_trial(trial_id)).state
 
     def retry(self, params: dict[str, Any], attempt: int, retry_of: int) -> None:
         """Enqueue another attempt of a trial with the same parameters (a new Optuna trial)."""

@@ -25,6 +25,10 @@ jobs = sa.Table(
     sa.Column("updated_at", sa.DateTime(), nullable=False),
     sa.Column("started_at", sa.DateTime(), nullable=True),
     sa.Column("finished_at", sa.DateTime(), nullable=True),
+    # Crashes of the study's driver (an error in hpo or its libraries, not in a trial) since it
+    # was last queued by a user; after a crash it is not claimed before `not_before` (backoff).
+    sa.Column("crashes", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("not_before", sa.DateTime(), nullable=True),
     sa.UniqueConstraint("study_name", name="uq_hpo_jobs_study_name"),
     sa.Index("ix_hpo_jobs_state", "state"),
 )

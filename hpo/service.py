@@ -84,8 +84,10 @@ class Server:
         lease_s: float = LEASE_S,
         heartbeat_s: float = HEARTBEAT_S,
         owner: str | None = None,
+        crash_backoff_s: float | None = None,
     ) -> None:
         self.store = store
+        self.crash_backoff_s = crash_backoff_s  # None: hpo.jobs.CRASH_BACKOFF_S
         self.jobs = Jobs(store.engine)
         self.max_studies = max_studies
         self.poll_s = poll_s
@@ -160,7 +162,7 @@ class Server:
                 self.store, spec, self.owner, stop=self.stopping,
                 concurrency_cap=lambda: self.share.cap(spec),
                 lease_s=self.lease_s, heartbeat_s=self.heartbeat_s,
-                backend=RayBackend(keep_idle_s=KEEP_IDLE_WORKERS_S),
+                backend=RayBackend(keep_idle_s=KEEP_IDLE_WORKERS_S), crash_backoff_s=self.crash_backoff_s,
             )
             log.info(
                 "study %s %s: %d complete, %d pruned, %d failed%s", name, result.state.lower(),

@@ -9,19 +9,32 @@ from hpo.errors import HpoError
 from hpo.jobs import FINISHED, Job, Jobs, JobState, utcnow
 from hpo.spec import StudySpec
 from hpo.store import Store
-from workers.runner import check_objective as check_in_process
 from workers.runner import locate_objective as locate_in_source
 
 
-def check_objective(spec: StudySpec) -> None:
-    """Import the objective in this process, so a typo fails before anything is written.
+def check_objective(spec: StudySpec, timeout_s: float = 300.0) -> None:
+    """Import the objective in a fresh worker process, so a typo fails before anything is written.
 
     If the objective's module defines ``check_args(objective_args, base_dir) -> dict``, it is
     called too: a ValueError there (e.g. a missing dataset column) refuses the spec, and the
     returned args (e.g. with paths made absolute) replace the spec's objective_args.
-    ``hpo run`` does the same in its first workers instead (hpo.ray_backend.prepare_workers).
+    Never in this process: `hpo submit` and `hpo serve` check many studies, whose modules may
+    share a name (Python's module cache would hand one study another's module and check_args)
+    and whose code has no business running in the service's process. ``hpo run`` checks in
+    the study's own first workers instead.
     """
-    apply_objective_check(spec, *check_in_process(spec.objective, str(spec.base_dir), spec.objective_args))
+    import os
+
+    from hpo.backend import Slot
+    from hpo.local_backend import LocalBackend
+
+    backend = LocalBackend(cpus=1)
+    try:
+        backend.start(Slot(objective=spec.objective, import_path=os.path.realpath(spec.base_dir), cpu=1.0), 1)
+        result = backend.check(spec.objective_args, timeout_s)
+    finally:
+        backend.close()
+    apply_objective_check(spec, *result)
 
 
 def locate_objective(spec: StudySpec) -> None:

@@ -217,3 +217,56 @@ def test_port_in_use_is_one_line(tmp_path):
         sock.listen()
         result = hpo("dashboard", "--storage", url, "--port", str(sock.getsockname()[1]), cwd=tmp_path)
     assert_one_line_error(result, "cannot listen on 127.0.0.1:")
+
+
+def _call(app, method: str, path: str, body: dict | None = None) -> tuple[str, bytes]:
+    """One request through the real WSGI app, as the browser's would arrive."""
+    import io
+    from wsgiref.util import setup_testing_defaults
+
+    data = json.dumps(body).encode() if body is not None else b""
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "CONTENT_TYPE": "application/json",
+               "CONTENT_LENGTH": str(len(data)), "wsgi.input": io.BytesIO(data)}
+    setup_testing_defaults(environ)
+    status = []
+    chunks = app(environ, lambda s, headers, exc_info=None: status.append(s))
+    return status[0], b"".join(chunks)
+
+
+def test_a_read_only_dashboard_changes_nothing_a_writable_one_would(tmp_path):
+    import optuna
+
+    from hpo.dashboard import build_app
+
+    store = Store(f"sqlite:///{tmp_path}/d.db")
+    study = optuna.create_study(study_name="watched", storage=store.optuna)
+    running = study.ask()
+    study_id = store.optuna.get_study_id_from_name("watched")
+    tell = f"/api/trials/{running._trial_id}/tell"
+    guarded = build_app(store, writable=False)
+    assert _call(guarded, "GET", "/api/studies")[0].startswith("200")
+    status, body = _call(guarded, "POST", tell, {"state": "Complete", "values": [1.0]})
+    assert status.startswith("403") and b"read-only" in body
+    assert _call(guarded, "DELETE", f"/api/studies/{study_id}")[0].startswith("403")
+    assert optuna.load_study(study_name="watched", storage=store.optuna).trials[0].state.name == "RUNNING"
+    # The same requests do change the store through a writable one: the 403 is what stopped them.
+    writable = build_app(store, writable=True)
+    assert _call(writable, "POST", tell, {"state": "Complete", "values": [1.0]})[0][:1] == "2"
+    assert optuna.load_study(study_name="watched", storage=store.optuna).trials[0].state.name == "COMPLETE"
+    store.dispose()
+
+
+def test_the_dashboard_is_read_only_by_default_while_a_study_is_run(tmp_path):
+    from hpo.dashboard import serve_is_running
+    from hpo.jobs import Jobs, JobState
+
+    store = Store(f"sqlite:///{tmp_path}/r.db")
+    store.upgrade()
+    jobs = Jobs(store.engine)
+    jobs.create("s", "{}")
+    assert not serve_is_running(store)
+    assert jobs.claim("s", "serve-1", lease_s=30)
+    assert serve_is_running(store)
+    jobs.finish("s", "serve-1", JobState.INTERRUPTED)
+    assert not serve_is_running(store)
+    store.dispose()

@@ -129,3 +129,42 @@ def test_a_trial_queued_ahead_never_runs_past_the_limit(ray_runtime, store, limi
     # Queued ahead: the trial after the first `limit` ones was asked before any of them ended.
     first_end = min(t.user_attrs["hpo:run"]["metrics"]["end"] for t in study.trials[:limit])
     assert (study.trials[limit].datetime_start.timestamp() < first_end) is saturates
+
+
+def test_a_running_trial_finished_from_optuna_dashboard_is_neither_lost_nor_run_again(store, tmp_path):
+    """optuna-dashboard's "tell" on a trial the driver runs: the dashboard's result stands (the
+    worker's late one is dropped, not told twice) and the budget stays exact."""
+    import threading
+    import time
+
+    from hpo.dashboard import build_app
+    from hpo.local_backend import LocalBackend
+    from test_dashboard import _call
+
+    spec = make_spec(name="told-by-hand", objective="objectives:pid_writer", sampler="random", n_trials=6,
+                     search_space={"x": {"type": "float", "low": 0, "high": 1}},
+                     objective_args={"workdir": str(tmp_path), "steps": 8, "delay": 0.15})
+    study = new_study(store, spec)
+    app = build_app(store, writable=True)
+    told = []
+
+    def tell_trial_one_by_hand() -> None:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob("1-*.pid")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        study_id = store.optuna.get_study_id_from_name("told-by-hand")
+        trial_id = store.optuna.get_trial_id_from_study_id_trial_number(study_id, 1)
+        told.append(_call(app, "POST", f"/api/trials/{trial_id}/tell", {"state": "Complete", "values": [123.0]})[0])
+
+    thread = threading.Thread(target=tell_trial_one_by_hand)
+    thread.start()
+    try:
+        result = StudyDriver(study, spec, poll_interval=0.2, backend=LocalBackend(cpus=2)).run()
+    finally:
+        thread.join()
+    assert told and told[0][:1] == "2"
+    trials = store.optuna.get_all_trials(store.optuna.get_study_id_from_name("told-by-hand"))
+    counts = {s: sum(t.state == s for t in trials) for s in TrialState}
+    assert counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] == 6 and counts[TrialState.RUNNING] == 0
+    assert trials[1].state == TrialState.COMPLETE and trials[1].value == 123.0  # the dashboard's, kept
+    assert result.counts.complete + result.counts.pruned == 6

@@ -31,7 +31,7 @@ def test_upgrade_from_empty_then_round_trip(store):
     store.upgrade()
     assert {"hpo_jobs", "hpo_trial_attempts", VERSION_TABLE} <= _tables(store.engine)
     head = migrations.current(store.engine)
-    assert head == "0002"
+    assert head == "0003"
 
     migrations.downgrade(store.engine, "0001")
     assert "hpo_trial_attempts" not in _tables(store.engine) and "hpo_jobs" in _tables(store.engine)
@@ -55,7 +55,7 @@ def test_coexists_with_optuna_tables(store):
     with store.engine.connect() as conn:
         optuna_rev = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
         ours = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
-    assert ours == "0002" and optuna_rev != ours
+    assert ours == "0003" and optuna_rev != ours
     study = optuna.create_study(study_name="after", storage=store.optuna)
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     assert {s.study_name for s in optuna.get_all_study_summaries(store.optuna)} == {"before", "after"}

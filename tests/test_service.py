@@ -164,3 +164,77 @@ def test_fair_share_runs_no_more_studies_than_hold_one_trial_each():
     assert share.has_room()  # 1.5 of 2 CPUs, 1 of 1 GPU
     share.add("gpu2", 0.25, 0.5)
     assert not share.has_room()  # GPUs over-reserved
+
+
+def test_a_study_whose_driver_crashes_every_time_ends_failed_instead_of_looping(ray_runtime, tmp_path):
+    """A stored spec that validates but crashes the driver (here: a sampler option of the wrong
+    type, as an older hpo let through submit) is retried after a backoff, then FAILED."""
+    import json
+    import threading
+
+    import sqlalchemy as sa
+
+    from hpo.schema import jobs as jobs_table
+    from hpo.service import Server
+    from hpo.store import Store
+
+    url = f"sqlite:///{tmp_path}/poison.db"
+    assert hpo("submit", str(write_spec(tmp_path, "poison")), "--storage", url).returncode == 0
+    store = Store(url)
+    with store.engine.begin() as conn:
+        spec = json.loads(conn.execute(sa.select(jobs_table.c.spec)).scalar())
+        spec["sampler"] = {"name": "tpe", "options": {"n_startup_trials": "ten"}}
+        conn.execute(jobs_table.update().values(spec=json.dumps(spec)))
+    stop_event = threading.Event()
+    server = Server(store, poll_s=0.1, crash_backoff_s=0.2)
+    thread = threading.Thread(target=server.run, args=(stop_event,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and api.status("poison", storage=url).state != "FAILED":
+            time.sleep(0.2)
+        time.sleep(1.0)  # a serve still looping would claim it again meanwhile
+    finally:
+        stop_event.set()
+        thread.join()
+        store.dispose()
+    status = api.status("poison", storage=url)
+    assert status.state == "FAILED" and "crashed 3 times" in status.message and "TypeError" in status.message
+    study = optuna.load_study(study_name="poison", storage=url)
+    assert len(study.trials) <= 3 and not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+def test_studies_whose_modules_share_a_name_run_their_own_code_under_one_serve(ray_runtime, tmp_path):
+    """a/train.py and b/train.py, each with its own check_args: submitted from one process and
+    run by one serve, each study's trials get its own module's args and code."""
+    import threading
+
+    from hpo.service import Server
+    from hpo.store import Store
+
+    url = f"sqlite:///{tmp_path}/same.db"
+    for name, value in (("a", 1.0), ("b", 2.0)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "train.py").write_text(
+            f"def check_args(args, base_dir):\n    return {{**args, 'v': {value}}}\n\n"
+            f"def objective(params, reporter, v=0.0):\n    return v + {value} * 10\n")
+        (folder / "spec.yaml").write_text(
+            f"name: same-{name}\nobjective: train:objective\nsearch_space: {{x: {{type: float, low: 0, high: 1}}}}\n"
+            "n_trials: 3\nmax_concurrent_trials: 1\n")
+        api.submit(folder / "spec.yaml", storage=url)
+    store = Store(url)
+    stop_event = threading.Event()
+    thread = threading.Thread(target=Server(store, poll_s=0.1).run, args=(stop_event,))
+    thread.start()
+    try:
+        states = wait_finished(url, ["same-a", "same-b"], timeout=120)
+    finally:
+        stop_event.set()
+        thread.join()
+        store.dispose()
+    assert states == {"same-a": "COMPLETED", "same-b": "COMPLETED"}
+    for name, expected in (("a", 11.0), ("b", 22.0)):
+        study = optuna.load_study(study_name=f"same-{name}", storage=url)
+        assert {t.value for t in study.trials} == {expected}
+    assert "train" not in sys.modules  # neither module ran in this (the serve's) process

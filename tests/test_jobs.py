@@ -1,0 +1,71 @@
+"""The jobs table: crash counting and the backoff between claims of a study whose driver crashed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from hpo.jobs import Jobs, JobState, utcnow
+from hpo.schema import jobs as jobs_table
+
+
+def _queued(store, name: str = "s") -> Jobs:
+    store.upgrade()
+    jobs = Jobs(store.engine)
+    jobs.create(name, "{}")
+    return jobs
+
+
+def _expire_backoff(store, name: str) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(jobs_table.update().where(jobs_table.c.study_name == name)
+                     .values(not_before=utcnow() - timedelta(seconds=1)))
+
+
+def test_a_crashed_job_waits_out_a_doubling_backoff_then_fails_for_good(store):
+    jobs = _queued(store)
+    waits = []
+    for crash in (1, 2):
+        assert jobs.claim_next("me", 30) is not None
+        assert jobs.crashed("s", "me", "TypeError: boom", backoff_s=10) == JobState.INTERRUPTED
+        job = jobs.get("s")
+        assert job.crashes == crash and f"crashed ({crash} of 3" in job.message and "TypeError: boom" in job.message
+        waits.append((job.not_before - job.updated_at).total_seconds())
+        assert jobs.claim_next("me", 30) is None and not jobs.claim("s", "other", 30)  # backing off
+        _expire_backoff(store, "s")
+    assert waits == [10, 20]
+    assert jobs.claim("s", "me", 30)
+    assert jobs.crashed("s", "me", "TypeError: boom", backoff_s=10) == JobState.FAILED
+    job = jobs.get("s")
+    assert job.state == JobState.FAILED and job.message == "its driver crashed 3 times; last: TypeError: boom"
+    assert jobs.claim_next("me", 30) is None
+
+
+def test_queueing_again_forgets_the_crashes(store):
+    jobs = _queued(store)
+    jobs.claim_next("me", 30)
+    jobs.crashed("s", "me", "RuntimeError: x")
+    assert jobs.set_state("s", JobState.QUEUED, allowed_from={JobState.INTERRUPTED})
+    job = jobs.get("s")
+    assert job.crashes == 0 and job.not_before is None
+    assert jobs.claim_next("me", 30) is not None
+
+
+def test_a_crash_of_a_job_we_lost_changes_nothing(store):
+    jobs = _queued(store)
+    jobs.claim_next("me", 30)
+    assert jobs.crashed("s", "someone-else", "RuntimeError: x") is None
+    assert jobs.get("s").state == JobState.RUNNING and jobs.get("s").crashes == 0
+
+
+def test_a_store_migrated_before_the_crash_columns_is_still_readable(store):
+    from hpo import migrations
+
+    jobs = _queued(store)
+    migrations.downgrade(store.engine, "0002")
+    older = Jobs(store.engine)
+    assert [j.study_name for j in older.all()] == ["s"] and older.get("s").crashes == 0
+    store.upgrade()
+    assert "crashes" in {c["name"] for c in sa.inspect(store.engine).get_columns("hpo_jobs")}
+    assert jobs.get("s").state == JobState.QUEUED
