@@ -13,3 +13,10 @@ class HpoError(Exception):
     def __init__(self, message: str) -> None:
         # Keep it to one line whatever the cause looked like.
         super().__init__(" ".join(str(message).split()))
+
+
+class RuntimeLost(HpoError):
+    """The Ray runtime a serve runs on is gone: not the user's input, so another exit code (3),
+    for a supervisor to restart the serve."""
+
+    exit_code = 3

@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from hpo.driver import LeaseLost, plan_placement
-from hpo.errors import HpoError
+from hpo.errors import HpoError, RuntimeLost
 from hpo.execution import HEARTBEAT_S, LEASE_S, run_job
 from hpo.jobs import Job, Jobs, JobState, default_owner
 from hpo.ray_backend import POOL, RayBackend
@@ -85,8 +85,11 @@ class Server:
         heartbeat_s: float = HEARTBEAT_S,
         owner: str | None = None,
         crash_backoff_s: float | None = None,
+        capacity: Callable[[], tuple[float, float]] = cluster_capacity,
     ) -> None:
         self.store = store
+        self._capacity = capacity
+        self._empty_polls = 0  # polls in a row that saw no live CPU in the cluster
         self.crash_backoff_s = crash_backoff_s  # None: hpo.jobs.CRASH_BACKOFF_S
         self.jobs = Jobs(store.engine)
         self.max_studies = max_studies
@@ -94,7 +97,7 @@ class Server:
         self.lease_s = lease_s
         self.heartbeat_s = min(heartbeat_s, lease_s / 3)
         self.owner = owner or default_owner()
-        self.share = FairShare()
+        self.share = FairShare(capacity)
         self.stopping = threading.Event()
         self._threads: dict[str, threading.Thread] = {}
         self._lock_file = None
@@ -105,7 +108,12 @@ class Server:
         self.store.upgrade()
         log.info("serving %s as %s", self.store.masked, self.owner)
         backoff = self.poll_s
+        lost = False
         while not stop.is_set():
+            if self._runtime_gone():
+                log.error("the Ray runtime has no live node with CPUs: handing every study back")
+                lost = True
+                break
             self._reap()
             POOL.reap(KEEP_IDLE_WORKERS_S)
             try:
@@ -124,6 +132,21 @@ class Server:
         for thread in list(self._threads.values()):
             thread.join()
         self._reap()
+        if lost:
+            raise RuntimeLost("the Ray runtime this serve runs on is gone (no live node with CPUs); its studies "
+                              "were handed back and resume on the next serve: restart hpo serve")
+
+    def _runtime_gone(self) -> bool:
+        """Two polls in a row with no CPU in the cluster (its raylet died, its nodes were lost):
+        an infrastructure failure, not a reason to fail the studies."""
+        self._empty_polls = self._empty_polls + 1 if self._no_live_cpu() else 0
+        return self._empty_polls >= 2
+
+    def _no_live_cpu(self) -> bool:
+        try:
+            return self._capacity()[0] <= 0
+        except Exception:  # noqa: BLE001 (Ray raises many kinds when its runtime is gone)
+            return True
 
     def _start(self, job: Job) -> None:
         try:  # its one trial is reserved at once, before the next claim
@@ -153,6 +176,10 @@ class Server:
             check_objective(spec)
             plan_placement(spec)
         except HpoError as exc:
+            if self._no_live_cpu():  # the cluster, not the spec, is what failed
+                log.error("study %s handed back: the Ray runtime has no live node", name)
+                self.jobs.finish(name, self.owner, JobState.INTERRUPTED, "handed back: the Ray runtime has no live node")
+                return
             log.error("study %s cannot run: %s", name, exc)
             self.jobs.finish(name, self.owner, JobState.FAILED, str(exc))
             return

@@ -63,6 +63,33 @@ def wait_finished(url: str, names: list[str], timeout: float) -> dict[str, str]:
     return states
 
 
+def serve_slow_study(tmp_path: Path, url: str, n: int, seed: int, delay: float) -> subprocess.Popen:
+    """Submit study "slow" (n trials of 4 steps of ``delay`` s) and start a serve on it."""
+    spec = tmp_path / "slow.yaml"
+    spec.write_text(QUICK.format(name="slow", n=n, seed=seed).replace("delay: 0.05", f"delay: {delay}"))
+    assert hpo("submit", str(spec), "--storage", url).returncode == 0
+    return start_serve(url, log=tmp_path / "a.log")
+
+
+def finish_with_a_new_serve(tmp_path: Path, url: str, n: int) -> None:
+    """A next serve resumes study "slow" and finishes its budget exactly."""
+    serve = start_serve(url, log=tmp_path / "b.log")
+    try:
+        states = wait_finished(url, ["slow"], timeout=120)
+    finally:
+        stop(serve)
+    assert states == {"slow": "COMPLETED"}
+    final = api.status("slow", storage=url)
+    assert final.complete + final.pruned == n and final.running == 0
+
+
+def wait_complete(url: str, name: str, n: int, timeout: float = 90) -> None:
+    """Until ``n`` trials of the study are complete (or ``timeout`` passes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and api.status(name, storage=url).complete < n:
+        time.sleep(0.3)
+
+
 def test_two_replicas_on_postgres_run_each_study_once(postgres_url, tmp_path):
     names = [f"svc-{i}" for i in range(6)]
     for i, name in enumerate(names):
@@ -107,29 +134,15 @@ def test_serve_refuses_a_second_replica_on_one_sqlite_file(tmp_path):
 
 def test_sigterm_hands_running_trials_back_and_the_next_serve_finishes(tmp_path):
     url = f"sqlite:///{tmp_path}/term.db"
-    spec = tmp_path / "slow.yaml"
-    spec.write_text(QUICK.format(name="slow", n=10, seed=1).replace("delay: 0.05", "delay: 0.6"))
-    assert hpo("submit", str(spec), "--storage", url).returncode == 0
-    serve = start_serve(url, log=tmp_path / "a.log")
+    serve = serve_slow_study(tmp_path, url, n=10, seed=1, delay=0.6)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if api.status("slow", storage=url).complete >= 2:
-                break
-            time.sleep(0.5)
+        wait_complete(url, "slow", 2)
     finally:
         assert stop(serve) == 0
     mid = api.status("slow", storage=url)
     assert mid.state == "INTERRUPTED" and mid.running == 0 and mid.complete < 10
     assert "handed back" in (tmp_path / "a.log").read_text() or mid.failed >= 0
-    serve = start_serve(url, log=tmp_path / "b.log")
-    try:
-        states = wait_finished(url, ["slow"], timeout=120)
-    finally:
-        stop(serve)
-    assert states == {"slow": "COMPLETED"}
-    final = api.status("slow", storage=url)
-    assert final.complete + final.pruned == 10 and final.running == 0
+    finish_with_a_new_serve(tmp_path, url, 10)
 
 
 def test_trials_run_on_both_nodes_of_a_ray_cluster(tmp_path):
@@ -238,3 +251,61 @@ def test_studies_whose_modules_share_a_name_run_their_own_code_under_one_serve(r
         study = optuna.load_study(study_name=f"same-{name}", storage=url)
         assert {t.value for t in study.trials} == {expected}
     assert "train" not in sys.modules  # neither module ran in this (the serve's) process
+
+
+def test_a_cluster_with_no_live_cpu_hands_studies_back_instead_of_failing_them(ray_runtime, tmp_path):
+    """The policy on a cluster that reports no CPU (its raylet died): nothing FAILED, the serve
+    ends with RuntimeLost (exit 3) for a supervisor to restart it."""
+    import threading
+
+    import pytest
+
+    from hpo.errors import RuntimeLost
+    from hpo.service import Server
+    from hpo.store import Store
+
+    url = f"sqlite:///{tmp_path}/lost.db"
+    assert hpo("submit", str(write_spec(tmp_path, "waiting")), "--storage", url).returncode == 0
+    store = Store(url)
+    server = Server(store, poll_s=0.05, capacity=lambda: (0.0, 0.0))
+    try:
+        with pytest.raises(RuntimeLost, match="restart hpo serve"):
+            server.run(threading.Event())
+    finally:
+        store.dispose()
+    assert api.status("waiting", storage=url).state == "QUEUED"
+
+
+def test_a_serve_whose_raylet_dies_exits_3_and_the_next_serve_finishes(tmp_path):
+    url = f"sqlite:///{tmp_path}/raylet.db"
+    serve = serve_slow_study(tmp_path, url, n=30, seed=2, delay=0.5)
+    try:
+        wait_complete(url, "slow", 1)
+        raylets = [p for p in _children_of(serve.pid) if b"raylet/raylet" in _cmdline(p)]
+        assert raylets, "no raylet under the serve"
+        os.kill(raylets[0], signal.SIGKILL)
+        code = serve.wait(timeout=120)
+    finally:
+        serve.kill()
+    assert code == 3, (tmp_path / "a.log").read_text()[-2000:]
+    mid = api.status("slow", storage=url)
+    assert mid.state == "INTERRUPTED" and mid.running == 0
+    finish_with_a_new_serve(tmp_path, url, 30)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _children_of(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
