@@ -67,7 +67,7 @@ class LocalBackend(TrialBackend):
             raise HpoError("the local backend runs no GPU trials; run the study on Ray (--backend ray)")
         if self._slot != slot:
             self._end_all()
-            self._slot = slot
+            self._slot, self._env = slot, None
         while len(self._workers) < count:
             self._workers.append(self._spawn(slot))
 
