@@ -47,8 +47,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def listening_addresses(port: int) -> set[str]:
-    """Local addresses with a TCP socket in LISTEN state on `port`, from /proc/net/tcp{,6}."""
+def listening_addresses(port: int, pid: int) -> set[str]:
+    """Local addresses where process `pid` has a TCP socket in LISTEN state on `port`, from
+    /proc/net/tcp{,6} (only its own sockets: another process may hold the same port number on
+    another address, e.g. a Ray process on the machine's address)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
     found = set()
     for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
         try:
@@ -56,9 +66,10 @@ def listening_addresses(port: int) -> set[str]:
         except FileNotFoundError:
             continue
         for row in rows:
-            local, state = row.split()[1], row.split()[3]
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], fields[9]
             address, port_hex = local.split(":")
-            if state == "0A" and int(port_hex, 16) == port:
+            if state == "0A" and int(port_hex, 16) == port and inode in inodes:
                 raw = bytes.fromhex(address)
                 if width == 8:  # one little-endian 32-bit word
                     found.add(socket.inet_ntop(socket.AF_INET, raw[::-1]))
@@ -140,7 +151,7 @@ def test_dashboard_shows_the_study_in_a_browser(ray_runtime, sqlite_url, tmp_pat
         summary = api.run(EXAMPLE, storage=sqlite_url, n_trials=N_TRIALS, name=STUDY)
         assert summary.complete + summary.pruned == N_TRIALS
         dashboard.wait_until_listening()
-        assert listening_addresses(port) == {"127.0.0.1"}  # loopback only, not 0.0.0.0 or ::
+        assert listening_addresses(port, dashboard.proc.pid) == {"127.0.0.1"}  # loopback only, not 0.0.0.0 or ::
 
         base = f"http://127.0.0.1:{port}/dashboard"
         browser.get(base)
