@@ -16,10 +16,12 @@ from typing import Any
 import optuna
 
 from hpo.driver import LeaseLost, Observer, plan_placement, trial_slot
-from hpo.errors import HpoError
+from hpo.errors import HpoError, StudyMissing
 from hpo.execution import run_job
 from hpo.jobs import FINISHED, Jobs, JobState, default_owner
-from hpo.queries import StudySummary, export_study, get_job, list_jobs, summarize, trial_rows
+from hpo.queries import (
+    StudySummary, export_study, get_job, list_jobs, study_exists, summarize, summarize_or_missing, trial_rows,
+)
 from hpo.spec import StudySpec, load_spec
 from hpo.store import Store
 from hpo.submission import apply_objective_check, check_new_study, check_objective, create_study, locate_objective
@@ -203,7 +205,7 @@ def list_studies(*, storage: str | None = None) -> list[StudySummary]:
     """Every study hpo knows in the store, oldest first."""
     with _store(storage) as store:
         store.check()
-        return [summarize(store, job) for job in list_jobs(store)]
+        return [summarize_or_missing(store, job) for job in list_jobs(store)]
 
 
 def status(name: str, *, storage: str | None = None) -> StudySummary:
@@ -251,6 +253,8 @@ def resume(name: str, *, storage: str | None = None, n_trials: int | None = None
         job = get_job(store, name)
         if job.state in (JobState.QUEUED, JobState.RUNNING):
             raise HpoError(f"study {name!r} is already {job.state.lower()}")
+        if not study_exists(store, name):
+            raise StudyMissing(name)
         spec = StudySpec.from_json(job.spec)
         if n_trials is not None:
             spec = spec.model_copy(update={"n_trials": n_trials})
@@ -267,17 +271,29 @@ def resume(name: str, *, storage: str | None = None, n_trials: int | None = None
         return f"{name}: queued" + (f" with n_trials={spec.n_trials}" if n_trials is not None else "")
 
 
-def delete(name: str, *, storage: str | None = None) -> str:
-    """Delete a study and all its trials (refused while it runs)."""
+def check_deletable(name: str, *, storage: str | None = None) -> bool:
+    """Raise unless ``delete`` would delete the study; returns whether its Optuna study is still
+    there (False: deleted outside hpo, only hpo's job row is left)."""
     with _store(storage) as store:
         store.check()
         job = get_job(store, name)
         if job.state == JobState.RUNNING:
             raise HpoError(f"study {name!r} is running; cancel it first")
-        if name in optuna.get_all_study_names(store.optuna):
-            optuna.delete_study(study_name=name, storage=store.optuna)
+        return study_exists(store, name)
+
+
+def delete(name: str, *, storage: str | None = None) -> str:
+    """Delete a study and all its trials (refused while it runs). A study deleted outside hpo
+    (optuna-dashboard, ``optuna delete-study``) has its job row removed."""
+    there = check_deletable(name, storage=storage)
+    with _store(storage) as store:
+        if there:
+            try:
+                optuna.delete_study(study_name=name, storage=store.optuna)
+            except KeyError:  # deleted outside hpo meanwhile
+                there = False
         Jobs(store.engine).delete(name)
-        return f"{name}: deleted"
+        return f"{name}: deleted" + ("" if there else " (its Optuna study had been deleted outside hpo)")
 
 
 def report(name: str, *, storage: str | None = None, output_dir=None, cpu_watts: float | None = None,

@@ -340,8 +340,10 @@ def report_(
 @handle_errors
 def delete(name: str, storage: str | None, yes: bool) -> None:
     """Delete a study and its trials."""
-    api.status(name, storage=storage)  # unknown study: one clear line, before asking
-    if not yes and not click.confirm(f"delete study {name!r} and all its trials?", default=False):
+    there = api.check_deletable(name, storage=storage)  # unknown or running: one clear line, before asking
+    question = f"delete study {name!r} and all its trials?" if there else \
+        f"study {name!r} was deleted outside hpo; remove what is left of it?"
+    if not yes and not click.confirm(question, default=False):
         raise click.Abort()
     click.echo(api.delete(name, storage=storage))
 

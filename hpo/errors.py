@@ -20,3 +20,14 @@ class RuntimeLost(HpoError):
     for a supervisor to restart the serve."""
 
     exit_code = 3
+
+
+class StudyMissing(HpoError):
+    """hpo's job row is there but its Optuna study is not: it was deleted outside hpo
+    (optuna-dashboard's trash icon, ``optuna delete-study``)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"study {name!r} was deleted outside hpo (e.g. from optuna-dashboard); "
+            f"`hpo delete {name} --yes` removes what is left"
+        )

@@ -10,8 +10,10 @@ import optuna
 
 from hpo.backend import TrialBackend
 from hpo.driver import DriverResult, LeaseLost, Observer, StudyDriver
+from hpo.errors import StudyMissing
 from hpo.jobs import Jobs, JobState
 from hpo.owned_storage import OwnedStudyStorage
+from hpo.queries import study_exists
 from hpo.spec import StudySpec
 from hpo.store import Store
 
@@ -39,6 +41,10 @@ def run_job(
     claimable again after ``crash_backoff_s`` (doubling per crash), FAILED after a few.
     """
     jobs = Jobs(store.engine)
+    if not study_exists(store, spec.name):  # deleted outside hpo while it was queued
+        error = StudyMissing(spec.name)
+        jobs.finish(spec.name, owner, JobState.FAILED, str(error))
+        raise error
     try:
         # We hold the lease: the study's reads can come from memory, its writes still go to SQL.
         storage = OwnedStudyStorage(store.optuna, spec.name, engine=store.writer)
@@ -55,6 +61,10 @@ def run_job(
     except LeaseLost:
         raise
     except Exception as exc:
+        if not study_exists(store, spec.name):  # deleted outside hpo under the running driver
+            error = StudyMissing(spec.name)
+            jobs.finish(spec.name, owner, JobState.CANCELLED, f"{error} (while it ran)")
+            raise error from None
         # Not a trial's error (those are data): hpo or a library crashed driving this study. Counted,
         # so that a study that crashes every time ends FAILED instead of being claimed forever.
         jobs.crashed(spec.name, owner, f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}",

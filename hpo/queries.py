@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.accounting import study_compute, worker_startup
-from hpo.errors import HpoError
+from hpo.errors import HpoError, StudyMissing
 from hpo.jobs import Job, Jobs
 from hpo.recorder import ATTEMPT_ATTR, ERROR_ATTR, INFO_ATTR, RETRY_OF_ATTR
 from hpo.spec import StudySpec
@@ -71,8 +71,35 @@ def list_jobs(store: Store) -> list[Job]:
     return Jobs(store.engine).all()
 
 
+def study_exists(store: Store, name: str) -> bool:
+    """Whether Optuna's study of that name is in the store (optuna-dashboard or the optuna CLI
+    may have deleted it behind hpo's back)."""
+    return store.exists() and name in optuna.get_all_study_names(store.optuna)
+
+
 def load_study(store: Store, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=store.optuna)
+    try:
+        return optuna.load_study(study_name=name, storage=store.optuna)
+    except KeyError:  # Optuna's "Record does not exist."
+        raise StudyMissing(name) from None
+
+
+MISSING = "MISSING"  # the state shown for a job whose Optuna study was deleted outside hpo
+
+
+def summarize_or_missing(store: Store, job: Job, **watts: float | None) -> StudySummary:
+    """`hpo list`: a study deleted outside hpo is a row of its own, not an error for the list."""
+    try:
+        return summarize(store, job, **watts)
+    except StudyMissing:
+        spec = StudySpec.from_json(job.spec)
+        return StudySummary(
+            study_name=job.study_name, storage=store.masked, state=MISSING,
+            message="deleted outside hpo; `hpo delete` removes what is left", owner=job.owner,
+            directions=spec.study_directions, metrics=spec.metrics, n_trials=spec.n_trials,
+            complete=0, pruned=0, failed=0, running=0, best_trial=None, best_value=None,
+            best_params=None, elapsed_s=None,
+        )
 
 
 def summarize(

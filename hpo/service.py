@@ -18,9 +18,10 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from hpo.driver import LeaseLost, plan_placement
-from hpo.errors import HpoError, RuntimeLost
+from hpo.errors import HpoError, RuntimeLost, StudyMissing
 from hpo.execution import HEARTBEAT_S, LEASE_S, run_job
 from hpo.jobs import Job, Jobs, JobState, default_owner
+from hpo.queries import study_exists
 from hpo.ray_backend import POOL, RayBackend
 from hpo.ray_runtime import cluster_capacity
 from hpo.spec import StudySpec
@@ -172,6 +173,8 @@ class Server:
     def _drive(self, job: Job) -> None:
         name = job.study_name
         try:
+            if not study_exists(self.store, name):  # deleted outside hpo while it was queued
+                raise StudyMissing(name)
             spec = StudySpec.from_json(job.spec)
             check_objective(spec)
             plan_placement(spec)

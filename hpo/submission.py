@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 from hpo.errors import HpoError
 from hpo.jobs import FINISHED, Job, Jobs, JobState, utcnow
+from hpo.queries import study_exists
 from hpo.spec import StudySpec
 from hpo.store import Store
 from workers.runner import locate_objective as locate_in_source
@@ -65,6 +66,8 @@ def check_new_study(store: Store, spec: StudySpec, *, resume: bool) -> Job | Non
     """
     tables = _tables(store)
     job = Jobs(store.engine).get(spec.name) if "hpo_jobs" in tables else None
+    if job is not None and _orphaned(store, job):
+        job = None  # its study was deleted outside hpo: create_study replaces the leftover job row
     if job is not None:
         running = job.state == JobState.RUNNING and job.lease_expires_at and job.lease_expires_at > utcnow()
         if job.state in FINISHED or not resume:
@@ -84,8 +87,20 @@ def check_new_study(store: Store, spec: StudySpec, *, resume: bool) -> Job | Non
     return None
 
 
+def _orphaned(store: Store, job: Job) -> bool:
+    """A job row whose Optuna study was deleted outside hpo (optuna-dashboard, `optuna
+    delete-study`) and that no live owner runs: what is left of a deleted study."""
+    live = job.state == JobState.RUNNING and job.lease_expires_at and job.lease_expires_at > utcnow()
+    return not live and not study_exists(store, job.study_name)
+
+
 def create_study(store: Store, spec: StudySpec) -> Job:
-    """Create the Optuna study (metric names, enqueued and warm-start trials) and its QUEUED job."""
+    """Create the Optuna study (metric names, enqueued and warm-start trials) and its QUEUED job
+    (replacing the job row left by a study deleted outside hpo)."""
+    jobs = Jobs(store.engine)
+    leftover = jobs.get(spec.name) if "hpo_jobs" in _tables(store) else None
+    if leftover is not None and _orphaned(store, leftover):
+        jobs.delete(spec.name)
     study = optuna.create_study(
         study_name=spec.name, storage=store.optuna, directions=spec.study_directions, load_if_exists=True
     )
@@ -95,7 +110,7 @@ def create_study(store: Store, spec: StudySpec) -> Job:
         study.enqueue_trial(params, user_attrs={"hpo:source": "enqueue"}, skip_if_exists=True)
     if spec.warm_start:
         seed_from_study(study, store, spec)
-    return Jobs(store.engine).create(spec.name, spec.to_json())
+    return jobs.create(spec.name, spec.to_json())
 
 
 def seed_from_study(study: optuna.Study, store: Store, spec: StudySpec) -> int:

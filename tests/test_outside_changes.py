@@ -1,0 +1,147 @@
+"""The store is shared with Optuna's own tools: what they do to it is input hpo must survive.
+
+A study deleted with `optuna delete-study` (what optuna-dashboard's trash icon does) leaves
+hpo's job row behind; every verb copes with that, before, during and after a run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy as sa
+from optuna.trial import TrialState
+
+from hpo import api
+from hpo.errors import StudyMissing
+from hpo.jobs import Jobs, JobState
+from hpo.service import Server
+from hpo.store import Store
+
+from studies import make_spec
+from test_cli import assert_one_line_error
+from test_cli_verbs import as_json, hpo_many, ok
+
+OPTUNA = str(Path(sys.executable).parent / "optuna")
+
+
+def delete_with_optuna_cli(url: str, name: str) -> None:
+    subprocess.run([OPTUNA, "delete-study", "--storage", url, "--study-name", name], check=True,
+                   capture_output=True, timeout=60)
+
+
+def job_of(url: str, name: str):
+    engine = sa.create_engine(url)
+    try:
+        return Jobs(engine).get(name)
+    finally:
+        engine.dispose()
+
+
+def test_every_verb_copes_with_a_study_deleted_by_optunas_cli(sqlite_url):
+    spec = make_spec(name="gone", n_trials=3)
+    assert api.run(spec, storage=sqlite_url, backend="local").state == "COMPLETED"
+    assert api.run(make_spec(name="kept", n_trials=2), storage=sqlite_url, backend="local").state == "COMPLETED"
+    delete_with_optuna_cli(sqlite_url, "gone")
+
+    listed, status, trials, export, resume, best = hpo_many(
+        ["list", "--storage", sqlite_url, "--json"],
+        ["status", "gone", "--storage", sqlite_url],
+        ["trials", "gone", "--storage", sqlite_url],
+        ["export", "gone", "--storage", sqlite_url],
+        ["resume", "gone", "--storage", sqlite_url],
+        ["best", "gone", "--storage", sqlite_url],
+    )
+    rows = {row["study_name"]: row for row in as_json(listed)}
+    assert rows["gone"]["state"] == "MISSING" and "deleted outside hpo" in rows["gone"]["message"]
+    assert rows["kept"]["state"] == "COMPLETED" and rows["kept"]["complete"] == 2
+    for result in (status, trials, export, resume, best):
+        assert_one_line_error(result, "study 'gone' was deleted outside hpo")
+    assert job_of(sqlite_url, "gone").state == JobState.COMPLETED  # nothing was changed by reading
+
+    (deleted,) = hpo_many(["delete", "gone", "--storage", sqlite_url, "--yes"])
+    assert "deleted" in ok(deleted)
+    assert job_of(sqlite_url, "gone") is None
+    assert [row["study_name"] for row in as_json(hpo_many(["list", "--storage", sqlite_url, "--json"])[0])] == ["kept"]
+
+
+def test_run_and_submit_replace_whats_left_of_a_deleted_study(sqlite_url):
+    spec = make_spec(name="again", n_trials=2)
+    api.run(spec, storage=sqlite_url, backend="local")
+    optuna.delete_study(study_name="again", storage=sqlite_url)
+    summary = api.run(make_spec(name="again", n_trials=3), storage=sqlite_url, backend="local")
+    assert summary.state == "COMPLETED" and summary.complete + summary.pruned == 3  # a fresh study, not 2 + 1
+    optuna.delete_study(study_name="again", storage=sqlite_url)
+    assert api.submit(make_spec(name="again", n_trials=3), storage=sqlite_url) == "again"
+    assert job_of(sqlite_url, "again").state == JobState.QUEUED
+    assert optuna.load_study(study_name="again", storage=sqlite_url).trials == []
+
+
+def test_a_study_deleted_while_it_runs_stops_with_one_line_and_no_worker_left(sqlite_url):
+    spec = make_spec(name="doomed", n_trials=40, objective_args={"delay": 0.2})
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["summary"] = api.run(spec, storage=sqlite_url, backend="local")
+        except BaseException as exc:  # noqa: BLE001 (the test inspects it)
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until a trial has finished: the run is well under way
+        try:
+            study = optuna.load_study(study_name="doomed", storage=sqlite_url)
+            if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+                break
+        except KeyError:
+            pass
+        time.sleep(0.1)
+    optuna.delete_study(study_name="doomed", storage=sqlite_url)
+    thread.join(60)
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), StudyMissing), outcome
+    job = job_of(sqlite_url, "doomed")
+    assert job.state == JobState.CANCELLED and job.lease_expires_at is None
+    assert "deleted outside hpo" in job.message
+
+
+def test_serve_marks_a_queued_study_deleted_outside_hpo_failed_and_runs_the_rest(ray_runtime, sqlite_url):
+    api.submit(make_spec(name="vanished", n_trials=2), storage=sqlite_url)
+    api.submit(make_spec(name="present", n_trials=2), storage=sqlite_url)
+    optuna.delete_study(study_name="vanished", storage=sqlite_url)
+    store = Store(sqlite_url)
+    stop = threading.Event()
+    server = Server(store, poll_s=0.2, capacity=lambda: (2.0, 0.0))
+    thread = threading.Thread(target=server.run, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            states = {name: job_of(sqlite_url, name).state for name in ("vanished", "present")}
+            if states == {"vanished": JobState.FAILED, "present": JobState.COMPLETED}:
+                break
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join(60)
+        store.dispose()
+    assert states == {"vanished": JobState.FAILED, "present": JobState.COMPLETED}
+    vanished = job_of(sqlite_url, "vanished")
+    assert "deleted outside hpo" in vanished.message and (vanished.crashes or 0) == 0
+
+
+@pytest.mark.parametrize("verb", ["cancel", "delete"])
+def test_cancel_and_delete_of_a_deleted_queued_study(sqlite_url, verb):
+    api.submit(make_spec(name="q", n_trials=2), storage=sqlite_url)
+    optuna.delete_study(study_name="q", storage=sqlite_url)
+    (result,) = hpo_many([verb, "q", "--storage", sqlite_url, "--yes"] if verb == "delete" else [verb, "q", "--storage", sqlite_url])
+    ok(result)
+    job = job_of(sqlite_url, "q")
+    assert (job is None) if verb == "delete" else (job.state == JobState.CANCELLED)
