@@ -28,7 +28,7 @@ from hpo.backend import Finished, Report, Slot, TrialBackend
 from hpo.clock import Clock, SystemClock
 from hpo.errors import HpoError
 from hpo.jobs import JobState
-from hpo.recorder import ATTEMPT_ATTR, INFO_ATTR, RETRY_OF_ATTR, StudyRecorder
+from hpo.recorder import ATTEMPT_ATTR, INFO_ATTR, RETRY_OF_ATTR, StudyRecorder, was_stopped
 from hpo.spec import StudySpec
 from workers.runner import TrialOutcome, TrialTask
 
@@ -39,8 +39,9 @@ log = logging.getLogger("hpo.driver")
 class Counts:
     complete: int = 0
     pruned: int = 0
-    failed: int = 0
+    failed: int = 0  # the objective raised, returned no number, timed out, or its worker died
     running: int = 0
+    stopped: int = 0  # cancelled, handed back, interrupted: hpo stopped them; not failures
 
     @property
     def finished(self) -> int:
@@ -399,8 +400,8 @@ class StudyDriver:
         self._running.pop(prepared.task.key)
         why = "the study is stopping" if stopping else "the study's timeout was reached"
         self.recorder.fail(prepared.trial._trial_id, prepared.trial.number, f"not started: {why}",
-                           {"attempt": prepared.attempt, "retried": False})
-        self.counts.failed += 1
+                           {"attempt": prepared.attempt, "retried": False}, stopped=True)
+        self.counts.stopped += 1
 
     def _record(self, run: _Running, finished: Finished) -> None:
         # An infrastructure failure (the worker process or its node died: killed, OOM, node
@@ -501,7 +502,8 @@ class StudyDriver:
             attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 1))
             retried = self._retry(frozen.params, attempt, frozen.number)
             reason = "its owner stopped before the trial finished (driver or serve died)"
-            self.recorder.fail(frozen._trial_id, frozen.number, reason, {"attempt": attempt, "retried": retried})
+            self.recorder.fail(frozen._trial_id, frozen.number, reason, {"attempt": attempt, "retried": retried},
+                               stopped=True)
         for frozen in self.recorder.trials():
             state = frozen.state
             if state == TrialState.COMPLETE:
@@ -509,6 +511,8 @@ class StudyDriver:
                 self._update_best(frozen)
             elif state == TrialState.PRUNED:
                 self.counts.pruned += 1
+            elif was_stopped(frozen):  # a hand-back or cancel is no failure of the objective
+                self.counts.stopped += 1
             elif state == TrialState.FAIL:
                 self.counts.failed += 1
                 if not (frozen.user_attrs.get(INFO_ATTR) or {}).get("retried"):
@@ -518,14 +522,15 @@ class StudyDriver:
         """A trial left RUNNING that this driver does not run (e.g. an ask whose reply was lost
         in a database outage and was retried) is failed, so nothing stays RUNNING."""
         for frozen in self.recorder.trials(states=(TrialState.RUNNING,)):
-            self.recorder.fail(frozen._trial_id, frozen.number, "orphaned: never dispatched (store outage)")
+            self.recorder.fail(frozen._trial_id, frozen.number, "orphaned: never dispatched (store outage)",
+                               stopped=True)
 
     def _fail_left_running(self, reason: str) -> None:
         """After a crash: a trial left RUNNING that no run tracks (an ask that crashed in the
         sampler) is failed too, so a study that ends FAILED keeps nothing RUNNING."""
         try:
             for frozen in self.recorder.trials(states=(TrialState.RUNNING,)):
-                self.recorder.fail(frozen._trial_id, frozen.number, reason)
+                self.recorder.fail(frozen._trial_id, frozen.number, reason, stopped=True)
             self.recorder.flush()
         except Exception:  # the database may be what failed; the next owner cleans up
             pass
@@ -538,8 +543,9 @@ class StudyDriver:
             if reason is None:
                 continue
             try:
-                self.recorder.fail(run.trial._trial_id, run.trial.number, reason,
-                                   {"attempt": run.attempt, "retried": False})
+                if self.recorder.fail(run.trial._trial_id, run.trial.number, reason,
+                                      {"attempt": run.attempt, "retried": False}, stopped=True) is not None:
+                    self.counts.stopped += 1
             except Exception:  # the database may be what failed; the next owner cleans up
                 pass
         self._running.clear()

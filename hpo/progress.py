@@ -62,7 +62,8 @@ def summary_table(summary) -> Table:
     table.add_row(
         "trials",
         f"{summary.complete + summary.pruned}{budget} finished: {summary.complete} complete, "
-        f"{summary.pruned} pruned; {summary.failed} failed, {summary.running} running",
+        f"{summary.pruned} pruned; {summary.failed} failed, {summary.running} running"
+        + (f", {summary.stopped} stopped (cancelled or handed back)" if summary.stopped else ""),
     )
     if summary.state == "RUNNING" and summary.owner:
         table.add_row("owner", summary.owner)
@@ -154,14 +155,15 @@ def best_table(summary) -> Table:
 
 def studies_table(studies) -> Table:
     table = Table(title="studies")
-    for column in ("name", "state", "finished", "pruned", "failed", "running", "best", "owner"):
-        table.add_column(column, justify="right" if column in ("finished", "pruned", "failed", "running") else "left")
+    numbers = ("finished", "pruned", "failed", "stopped", "running")
+    for column in ("name", "state", *numbers, "best", "owner"):
+        table.add_column(column, justify="right" if column in numbers else "left")
     for s in studies:
         best = _fmt(s.best_value) if s.pareto_front is None else f"{len(s.pareto_front)} on front"
         budget = f"/{s.n_trials}" if s.n_trials else ""
         table.add_row(
             s.study_name, s.state.lower(), f"{s.complete + s.pruned}{budget}", str(s.pruned), str(s.failed),
-            str(s.running), best, s.owner if s.state == "RUNNING" and s.owner else "",
+            str(s.stopped), str(s.running), best, s.owner if s.state == "RUNNING" and s.owner else "",
         )
     return table
 
@@ -175,7 +177,8 @@ def trials_table(name: str, rows: list[dict]) -> Table:
         seconds = "-" if row["duration_s"] is None else f"{row['duration_s']:.2f}"
         attempt = str(row["attempt"]) + (f" (retry of #{row['retry_of']})" if row["retry_of"] is not None else "")
         worker = "-" if row["pid"] is None else f"pid {row['pid']}" + (" (cold)" if row["cold_start"] else "")
-        table.add_row(str(row["number"]), row["state"].lower(), attempt, values, str(row["steps"]), seconds,
+        state = "stopped" if row.get("stopped") else row["state"].lower()
+        table.add_row(str(row["number"]), state, attempt, values, str(row["steps"]), seconds,
                       worker, _params(row["params"]), row["error"])
     return table
 

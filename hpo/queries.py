@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.accounting import study_compute, worker_startup
 from hpo.errors import HpoError, StudyMissing
 from hpo.jobs import Job, Jobs
-from hpo.recorder import ATTEMPT_ATTR, ERROR_ATTR, INFO_ATTR, RETRY_OF_ATTR
+from hpo.recorder import ATTEMPT_ATTR, ERROR_ATTR, INFO_ATTR, RETRY_OF_ATTR, was_stopped
 from hpo.spec import StudySpec
 from hpo.store import Store
 
@@ -40,6 +40,8 @@ class StudySummary:
     best_params: dict[str, Any] | None
     elapsed_s: float | None
     infeasible: int = 0
+    # FAIL trials that hpo stopped (cancel, hand-back, Ctrl-C/SIGTERM, a lost owner): not in failed
+    stopped: int = 0
     # Multi-objective studies: the (feasible) Pareto front instead of one best trial.
     pareto_front: list[dict[str, Any]] | None = None
     # Compute used by the trials and saved by pruning, with an energy estimate (hpo.accounting).
@@ -109,6 +111,7 @@ def summarize(
     study = load_study(store, job.study_name)
     trials = study.get_trials(deepcopy=False)
     count = {s: sum(t.state == s for t in trials) for s in TrialState}
+    stopped = sum(was_stopped(t) for t in trials)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     feasible = [t for t in complete if all(v <= 0 for v in t.constraints.values())]
     best, front = None, None
@@ -133,7 +136,8 @@ def summarize(
         n_trials=spec.n_trials,
         complete=count[TrialState.COMPLETE],
         pruned=count[TrialState.PRUNED],
-        failed=count[TrialState.FAIL],
+        failed=count[TrialState.FAIL] - stopped,
+        stopped=stopped,
         running=count[TrialState.RUNNING],
         best_trial=best.number if best else None,
         best_value=best.value if best else None,
@@ -153,6 +157,7 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
     return {
         "number": trial.number,
         "state": trial.state.name,
+        "stopped": was_stopped(trial),  # FAIL because hpo stopped it (cancel, hand-back), not an error
         "attempt": int(trial.user_attrs.get(ATTEMPT_ATTR, info.get("attempt", 1))),
         "retry_of": trial.user_attrs.get(RETRY_OF_ATTR),
         "values": trial.values,

@@ -34,6 +34,14 @@ ERROR_ATTR = "hpo:error"
 INFO_ATTR = "hpo:run"
 ATTEMPT_ATTR = "hpo:attempt"
 RETRY_OF_ATTR = "hpo:retry_of"
+# Set on a FAIL trial that was stopped rather than failed (cancelled, handed back, interrupted,
+# its owner gone): Optuna has no such state; hpo counts these apart from failures.
+STOPPED_ATTR = "hpo:stopped"
+
+
+def was_stopped(trial: FrozenTrial) -> bool:
+    """A FAIL trial that hpo stopped (cancel, hand-back, Ctrl-C/SIGTERM, lost owner): not a failure."""
+    return trial.state == TrialState.FAIL and bool(trial.user_attrs.get(STOPPED_ATTR))
 
 log = logging.getLogger("hpo.driver")
 T = TypeVar("T")
@@ -166,10 +174,14 @@ class StudyRecorder:
         return self._finish(trial._trial_id, trial.number, TrialState.PRUNED, None, write)
 
     def fail(
-        self, trial_id: int, number: int, reason: str, info: dict[str, Any] | None = None
+        self, trial_id: int, number: int, reason: str, info: dict[str, Any] | None = None, *, stopped: bool = False
     ) -> FrozenTrial | None:
+        """Finish a trial as FAIL; ``stopped``: hpo stopped it (not the objective's failure)."""
+
         def write() -> FrozenTrial:
             self.storage.set_trial_user_attr(trial_id, ERROR_ATTR, reason)
+            if stopped:
+                self.storage.set_trial_user_attr(trial_id, STOPPED_ATTR, True)
             if info:
                 self.storage.set_trial_user_attr(trial_id, INFO_ATTR, info)
             return self._tell(number, state=TrialState.FAIL)

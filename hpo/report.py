@@ -586,7 +586,8 @@ def _summary_html(rep: StudyReport) -> str:
         ("sampler / pruner", _esc(f"{spec.sampler.name} / {spec.pruner.name}")),
         ("trials", f'<span id="trial-counts">{s.complete + s.pruned}{f" of {s.n_trials}" if s.n_trials else ""} '
                    f"finished: {s.complete} complete, {s.pruned} pruned; {s.failed} failed, "
-                   f"{s.running} running</span>"),
+                   f"{s.running} running" + (f", {s.stopped} stopped (cancelled or handed back)" if s.stopped else "")
+                   + "</span>"),
         ("elapsed", "-" if s.elapsed_s is None else f"{s.elapsed_s:.1f} s"),
         ("storage", _esc(s.storage)),
     ]

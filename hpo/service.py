@@ -195,8 +195,8 @@ class Server:
                 backend=RayBackend(keep_idle_s=KEEP_IDLE_WORKERS_S), crash_backoff_s=self.crash_backoff_s,
             )
             log.info(
-                "study %s %s: %d complete, %d pruned, %d failed%s", name, result.state.lower(),
-                result.counts.complete, result.counts.pruned, result.counts.failed,
+                "study %s %s: %d complete, %d pruned, %d failed, %d stopped%s", name, result.state.lower(),
+                result.counts.complete, result.counts.pruned, result.counts.failed, result.counts.stopped,
                 f" ({result.message})" if result.message else "",
             )
         except LeaseLost:

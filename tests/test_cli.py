@@ -207,7 +207,7 @@ def test_sigterm_hands_running_trials_back_like_ctrl_c(tmp_path, backend):
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"name: termed\nobjective: objectives:pid_writer\nobjective_args: {{workdir: {marks}, steps: 200, "
                     "delay: 0.1}\nsearch_space: {x: {type: float, low: 0, high: 1}}\nn_trials: 4\n"
-                    "max_concurrent_trials: 2\n")
+                    "max_concurrent_trials: 2\nmax_failed_trials: 0\n")
     url = f"sqlite:///{tmp_path}/s.db"
     env = {k: v for k, v in os.environ.items() if k not in ("HPO_STORAGE", "HPO_BACKEND")}
     proc = subprocess.Popen([HPO, "run", str(spec), "--storage", url, "--backend", backend],
@@ -228,4 +228,13 @@ def test_sigterm_hands_running_trials_back_like_ctrl_c(tmp_path, backend):
     # the two running (and the one prepared to start next) handed back, none left RUNNING
     assert len(states) >= 2 and set(states) == {optuna.trial.TrialState.FAIL}
     status = subprocess.run([HPO, "status", "termed", "--storage", url, "--json"], capture_output=True, text=True)
-    assert json.loads(status.stdout)["state"] == "INTERRUPTED"
+    summary = json.loads(status.stdout)
+    assert summary["state"] == "INTERRUPTED"
+    # handed back is not failed: counted apart, and no failure limit (here 0) is reached by it
+    assert summary["failed"] == 0 and summary["stopped"] == len(states), summary
+    spec.write_text(spec.read_text().replace("steps: 200", "steps: 2"))
+    again = subprocess.run([HPO, "run", str(spec), "--storage", url, "--backend", backend, "--json"],
+                           capture_output=True, text=True, env=env, timeout=240)
+    resumed = json.loads(again.stdout)
+    assert again.returncode == 0 and resumed["state"] == "COMPLETED", (again.stdout, again.stderr)
+    assert resumed["complete"] == 4 and resumed["failed"] == 0 and resumed["stopped"] == len(states)

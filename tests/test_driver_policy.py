@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from hpo.driver import LeaseLost, StudyDriver
 from hpo.jobs import JobState
-from hpo.recorder import ERROR_ATTR
+from hpo.recorder import ERROR_ATTR, was_stopped
 
 from fake_backend import FakeBackend, FakeClock, Script
 from studies import assert_exact_budget, make_spec, new_study, states
@@ -121,6 +121,7 @@ def test_trial_timeout_cancels_the_trial_and_fails_it(store):
     assert_exact_budget(study, 6)
     stuck = study.trials[1]
     assert stuck.state == TrialState.FAIL and "trial_timeout of 30 s" in stuck.user_attrs[ERROR_ATTR]
+    assert not was_stopped(stuck)  # a trial past its time limit is a failure
     assert len(backend.cancelled) == 1 and backend.cancelled[0].startswith(f"{stuck._trial_id}-")
     # Cancelled within one poll of its limit (simulated time), and its slot reused at once.
     start = next(t for t, key in backend.launched if key == backend.cancelled[0])
@@ -144,6 +145,8 @@ def test_cancel_seen_at_a_heartbeat_stops_running_trials(store):
     cancelled = [t for t in study.trials if t.state == TrialState.FAIL]
     assert len(cancelled) == 3  # the two running and the one prepared
     assert all("cancelled" in t.user_attrs[ERROR_ATTR] for t in cancelled)
+    assert all(was_stopped(t) for t in cancelled)  # stopped by hpo, not failures of the objective
+    assert result.counts.stopped == 3 and result.counts.failed == 0
     assert states(study)[TrialState.RUNNING] == 0
     assert states(study)[TrialState.COMPLETE] == 8  # two slots, 7 s each, cancelled at t=30
 
@@ -173,6 +176,8 @@ def test_stop_hands_running_trials_back(store):
     assert result.state == JobState.INTERRUPTED
     handed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert handed and all("handed back" in t.user_attrs[ERROR_ATTR] for t in handed)
+    assert all(was_stopped(t) for t in handed)
+    assert result.counts.stopped == len(handed) and result.counts.failed == 0
     assert states(study)[TrialState.RUNNING] == 0
 
 
@@ -187,6 +192,7 @@ def test_study_timeout_starts_no_trial_after_the_deadline(store):
     assert states(study)[TrialState.RUNNING] == 0
     assert [t.user_attrs[ERROR_ATTR] for t in study.get_trials(states=(TrialState.FAIL,))] == [
         "not started: the study's timeout was reached"]
+    assert result.counts.stopped == 1 and result.counts.failed == 0
 
 
 def test_a_prepared_trial_takes_a_freed_slot_at_once(store):
