@@ -17,6 +17,7 @@ import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import optuna
@@ -78,6 +79,8 @@ class _Running:
     params: dict[str, Any]
     attempt: int = 1
     started: float | None = None  # None while prepared, waiting for a slot to free
+    asked: float = 0.0  # when Optuna's ask made it (driver clock): started - asked is its queued time
+    asked_at: datetime | None = None  # the same, wall clock: what Optuna stamped as its start
 
 
 def trial_seed(spec: StudySpec, study_name: str, number: int) -> int:
@@ -329,15 +332,19 @@ class StudyDriver:
             metrics=tuple(self.spec.metrics) if self.spec.metrics else None,
             decisions=self._decisions,
         )
-        run = _Running(trial=trial, task=task, params=params, attempt=attempt)
+        run = _Running(trial=trial, task=task, params=params, attempt=attempt, asked=self.clock.monotonic(),
+                       asked_at=datetime.now())
         self._running[key] = run
         if start:
             self._launch(run)
         self._count_running()
 
     def _launch(self, run: _Running) -> None:
+        launched_at = datetime.now()
         self.backend.launch(run.task)
         run.started = self.clock.monotonic()
+        if run.started > run.asked:  # it waited for a slot: its run starts now, not at the ask
+            self.recorder.started(run.trial, launched_at)
 
     def _count_running(self) -> None:
         self.counts.running = sum(run.started is not None for run in self._running.values())
@@ -421,6 +428,13 @@ class StudyDriver:
             "pid": outcome.pid,
             "cold_start": outcome.cold,
         }
+        if run.started is not None:
+            info["queued_s"] = round(run.started - run.asked, 4)  # asked, waiting for a free slot
+            # the run starts when its worker started it (a backend may queue it past its launch);
+            # never after now, whatever another node's clock says
+            if outcome.started_at is not None and run.asked_at is not None:
+                started_at = datetime.fromtimestamp(outcome.started_at)
+                self.recorder.started(run.trial, min(max(started_at, run.asked_at), datetime.now()))
         if outcome.cold:
             info["startup_s"] = _rounded(outcome.startup_s)
             info["startup_cpu_s"] = _rounded(outcome.startup_cpu_s)

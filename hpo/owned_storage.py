@@ -350,6 +350,17 @@ class OwnedStudyStorage(BaseStorage):
             trial.datetime_complete = now
         return True
 
+    def set_trial_start(self, trial_id: int, when: datetime) -> None:
+        """Move a running trial's ``datetime_start`` to when its worker really started it (Optuna
+        stamps the ask, which for a trial prepared ahead of a free slot is earlier), so
+        optuna-dashboard's timeline and durations show run time, not queue time."""
+        trial = self._updatable(trial_id)
+        if trial is None or trial.datetime_start == when:
+            return
+        row = dict(trial_id=trial_id, datetime_start=when)
+        self._queue(("start", trial_id), True, models.TrialModel, row, ("trial_id",))
+        trial.datetime_start = when
+
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
         trial = self._updatable(trial_id)
         if trial is None:

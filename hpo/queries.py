@@ -163,7 +163,8 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
         "values": trial.values,
         "params": trial.params,
         "steps": len(trial.intermediate_values),
-        "duration_s": duration,
+        "duration_s": duration,  # run time: from when its worker started it (not its ask)
+        "queued_s": info.get("queued_s"),  # how long it waited for a free slot after its ask
         "node": info.get("node", "")[:12],
         "pid": info.get("pid"),  # the worker process that ran it
         "cold_start": bool(info.get("cold_start")),  # its first trial: it paid the process's start-up

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import optuna
@@ -119,6 +119,14 @@ class StudyRecorder:
 
     def ask(self) -> optuna.Trial:
         return self._retrying("ask", self.study.ask)
+
+    def started(self, trial: optuna.Trial, when: datetime) -> None:
+        """The trial's worker started it at ``when`` (queued writes; Optuna stamped the ask)."""
+        if self._batched:
+            try:
+                self.storage.set_trial_start(trial._trial_id, when)
+            except UpdateFinishedTrialError:
+                pass
 
     def report(self, trial: optuna.Trial, step: int, value: float) -> bool:
         """Store an intermediate value; True when the pruner says the trial should stop, or when

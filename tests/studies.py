@@ -6,6 +6,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.driver import StudyDriver
+from hpo.owned_storage import OwnedStudyStorage
 from hpo.spec import parse_spec
 
 from conftest import TESTS_DIR
@@ -28,8 +29,10 @@ def make_spec(**fields):
 
 
 def new_study(store, spec):
-    return optuna.create_study(
-        study_name=spec.name, storage=store.optuna, directions=spec.study_directions,
+    """The study as the driver runs it in production: on hpo's owned (write-behind) storage."""
+    optuna.create_study(study_name=spec.name, storage=store.optuna, directions=spec.study_directions)
+    return optuna.load_study(
+        study_name=spec.name, storage=OwnedStudyStorage(store.optuna, spec.name, engine=store.writer),
         sampler=spec.build_sampler(), pruner=spec.build_pruner(),
     )
 

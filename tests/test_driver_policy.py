@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from hpo.driver import LeaseLost, StudyDriver
 from hpo.jobs import JobState
-from hpo.recorder import ERROR_ATTR, was_stopped
+from hpo.recorder import ERROR_ATTR, INFO_ATTR, was_stopped
 
 from fake_backend import FakeBackend, FakeClock, Script
 from studies import assert_exact_budget, make_spec, new_study, states
@@ -200,9 +200,12 @@ def test_a_prepared_trial_takes_a_freed_slot_at_once(store):
     study, backend, driver = drive(store, spec, lambda task: Script(duration=10 + task.trial_number))
     driver.run()
     assert_exact_budget(study, 7)
-    # The third trial was asked before any trial ended, and launched the moment trial 0 ended.
-    assert study.trials[2].datetime_start <= study.trials[0].datetime_complete
+    # The third trial was asked before any trial ended, and launched the moment trial 0 ended:
+    # it waited 10 s queued, and its run starts at its launch, not at its ask.
     assert backend.launched[2][0] == 10
+    info = study.trials[2].user_attrs[INFO_ATTR]
+    assert info["queued_s"] == 10 and study.trials[0].user_attrs[INFO_ATTR]["queued_s"] == 0
+    assert study.trials[2].datetime_start >= study.trials[0].datetime_complete
     assert backend.most_at_once == 2
 
 

@@ -58,6 +58,7 @@ class TrialOutcome:
     node: str = ""
     device: str = "cpu"
     duration: float = 0.0
+    started_at: float | None = None  # wall clock (epoch s) of the worker when it started the trial
     cpu_s: float = 0.0  # CPU time of the worker process while it ran the trial
     gpu_s: float = 0.0  # wall time x GPUs assigned
     pid: int | None = None  # the worker process that ran the trial
@@ -235,10 +236,11 @@ def pick_device() -> str:
 def run_trial(task: TrialTask, send) -> TrialOutcome:
     """Run the objective with a reporter wired to ``send``; never raises for objective errors."""
     started, cpu_started = time.monotonic(), time.process_time()
+    started_at = time.time()
     device = pick_device()
     _limit_threads(task.cpu)
     reporter = Reporter(trial_number=task.trial_number, seed=task.seed, device=device, send=send)
-    outcome = TrialOutcome(state="fail", node=_node(), device=device)
+    outcome = TrialOutcome(state="fail", node=_node(), device=device, started_at=started_at)
     try:
         objective = resolve_objective(task.objective, task.import_path)
         result = objective(dict(task.params), reporter, **task.args)
