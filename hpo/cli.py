@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
-import json
 import logging
 import signal
 import sys
@@ -15,6 +12,7 @@ from rich.console import Console as RichConsole
 
 from hpo import __version__, api
 from hpo.errors import HpoError
+from hpo.formats import FORMATS, to_csv, to_json
 
 storage_option = click.option(
     "--storage", envvar="HPO_STORAGE", show_envvar=True, default=None,
@@ -25,6 +23,22 @@ ray_option = click.option(
     help="Join this Ray cluster (e.g. 127.0.0.1:6380) [default: start a local one].",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def output_options(func):
+    """``--format table|json|csv`` (and ``--json``, its alias for ``--format json``) for a read verb."""
+
+    @functools.wraps(func)
+    def wrapper(*args, fmt: str, as_json: bool, **kwargs):
+        return func(*args, fmt="json" if as_json else fmt, **kwargs)
+
+    wrapper = click.option("--json", "as_json", is_flag=True, help="Same as --format json.")(wrapper)
+    return click.option(
+        "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+        help="A table, JSON, or CSV (nested fields flattened as Optuna's trials_dataframe names them: "
+             "params_lr, values_0).",
+    )(wrapper)
+
 cpu_watts_option = click.option(
     "--cpu-watts", envvar="HPO_CPU_WATTS", show_envvar=True, type=click.FloatRange(min=0), default=None,
     help="Watts per CPU core, for the energy estimate [default: 15].",
@@ -81,9 +95,20 @@ def _terminate_like_ctrl_c() -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hpo")
-def cli() -> None:
+@click.option("-v", "--verbose", count=True, help="Log what hpo and Optuna do (-v: info, -vv: debug) on stderr.")
+def cli(verbose: int) -> None:
     """hpo: adaptive hyperparameter search for PyTorch, on Ray, with studies kept in SQL."""
     _quiet_libraries()
+    if verbose:
+        _log_to_stderr(logging.INFO if verbose == 1 else logging.DEBUG)
+
+
+def _log_to_stderr(level: int) -> None:
+    import optuna
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("hpo").setLevel(level)
+    optuna.logging.set_verbosity(level)
 
 
 def main() -> None:
@@ -105,10 +130,6 @@ def main() -> None:
 def _console() -> RichConsole:
     """A rich console; piped output (logs, CI) gets a wide fixed width instead of 80 columns."""
     return RichConsole() if sys.stdout.isatty() else RichConsole(width=200)
-
-
-def _echo_json(data) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
 
 
 @cli.command()
@@ -136,7 +157,7 @@ def run(
     options = dict(storage=storage, ray_address=ray_address, name=name, n_trials=n_trials, backend=backend)
     if as_json:
         summary = api.run(spec, **options)
-        _echo_json(summary.to_dict())
+        click.echo(to_json(summary.to_dict()))
     else:
         console = _console()
         with ProgressBar(console) as bar:
@@ -174,19 +195,27 @@ def serve(storage: str | None, ray_address: str | None, max_studies: int, poll_s
               lease_s=lease_s, stop_on_signals=True)
 
 
+def _emit(fmt: str, data, rows=None, table=None) -> None:
+    """Print ``data`` as JSON, ``rows`` (default: ``data``, or ``[data]`` for one object) as
+    CSV, or the rich ``table`` (a callable that draws it)."""
+    if fmt == "json":
+        click.echo(to_json(data))
+    elif fmt == "csv":
+        click.echo(to_csv(rows if rows is not None else data if isinstance(data, list) else [data]), nl=False)
+    else:
+        _console().print(table())
+
+
 @cli.command(name="list")
 @storage_option
-@json_option
+@output_options
 @handle_errors
-def list_(storage: str | None, as_json: bool) -> None:
+def list_(storage: str | None, fmt: str) -> None:
     """List the studies in the store."""
     from hpo.progress import studies_table
 
     studies = api.list_studies(storage=storage)
-    if as_json:
-        _echo_json([s.to_dict() for s in studies])
-    else:
-        _console().print(studies_table(studies))
+    _emit(fmt, [s.to_dict() for s in studies], table=lambda: studies_table(studies))
 
 
 @cli.command()
@@ -196,15 +225,17 @@ def list_(storage: str | None, as_json: bool) -> None:
 @click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.2))
 @cpu_watts_option
 @gpu_watts_option
-@json_option
+@output_options
 @handle_errors
 def status(
     name: str, storage: str | None, watch: bool, interval: float, cpu_watts: float | None,
-    gpu_watts: float | None, as_json: bool,
+    gpu_watts: float | None, fmt: str,
 ) -> None:
-    """Show a study's state, trial counts, best value, and the compute it used and saved."""
+    """Show a study's state, trial counts, best value, and the compute it used and saved.
+
+    With --watch and --format json (csv), one JSON object (CSV row) per redraw."""
     from hpo.accounting import with_watts
-    from hpo.progress import summary_table, watch_status
+    from hpo.progress import summary_table, watch_lines, watch_status
 
     def fetch():
         summary = api.status(name, storage=storage)
@@ -212,60 +243,50 @@ def status(
             summary.compute = with_watts(summary.compute, cpu_watts, gpu_watts)
         return summary
 
-    if watch:
+    if watch and fmt == "table":
         watch_status(fetch, interval)
-        return
-    summary = fetch()
-    if as_json:
-        _echo_json(summary.to_dict())
+    elif watch:
+        def emit(summary, first: bool) -> None:
+            text = to_json(summary.to_dict(), lines=True) + "\n" if fmt == "json" else \
+                to_csv([summary.to_dict()], header=first)
+            click.echo(text, nl=False)
+            sys.stdout.flush()
+
+        watch_lines(fetch, interval, emit)
     else:
-        _console().print(summary_table(summary))
+        summary = fetch()
+        _emit(fmt, summary.to_dict(), table=lambda: summary_table(summary))
 
 
 @cli.command()
 @click.argument("name")
 @storage_option
-@json_option
+@output_options
 @handle_errors
-def best(name: str, storage: str | None, as_json: bool) -> None:
+def best(name: str, storage: str | None, fmt: str) -> None:
     """Show the best trial (or the Pareto front of a multi-objective study)."""
     from hpo.progress import best_table
 
     summary = api.best(name, storage=storage)
-    if as_json:
-        data = {"pareto_front": summary.pareto_front} if summary.pareto_front is not None else {
-            "number": summary.best_trial, "value": summary.best_value, "params": summary.best_params}
-        _echo_json(data)
+    if summary.pareto_front is not None:
+        data, rows = {"pareto_front": summary.pareto_front}, summary.pareto_front
     else:
-        _console().print(best_table(summary))
-
-
-FORMATS = ("table", "json", "csv")
+        data = {"number": summary.best_trial, "value": summary.best_value, "params": summary.best_params}
+        rows = [data]
+    _emit(fmt, data, rows, table=lambda: best_table(summary))
 
 
 @cli.command()
 @click.argument("name")
 @storage_option
-@click.option("--format", "fmt", default="table", show_default=True, help=f"One of {', '.join(FORMATS)}.")
+@output_options
 @handle_errors
 def trials(name: str, storage: str | None, fmt: str) -> None:
     """List a study's trials."""
     from hpo.progress import trials_table
 
-    if fmt not in FORMATS:
-        raise HpoError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     rows = api.trials(name, storage=storage)
-    if fmt == "json":
-        _echo_json(rows)
-    elif fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["number"])
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()})
-        click.echo(out.getvalue(), nl=False)
-    else:
-        _console().print(trials_table(name, rows))
+    _emit(fmt, rows, table=lambda: trials_table(name, rows))
 
 
 @cli.command()
@@ -295,7 +316,7 @@ def resume(name: str, storage: str | None, n_trials: int | None) -> None:
 @handle_errors
 def export(name: str, storage: str | None, output: str | None) -> None:
     """Export a study (spec, trials, learning curves) as JSON."""
-    text = json.dumps(api.export(name, storage=storage), indent=2, default=str)
+    text = to_json(api.export(name, storage=storage))
     if output:
         try:
             with open(output, "w") as fh:

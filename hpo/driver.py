@@ -229,6 +229,8 @@ class StudyDriver:
         next_beat = now() + self.heartbeat_interval
         try:
             self.backend.open(self._box, self._slot)
+            log.info("study %s: up to %d trials at once on %s, budget %s", self.study.study_name,
+                     self.placement.concurrency, type(self.backend).__name__, self.spec.n_trials or "none")
             while True:
                 if self.heartbeat and now() >= next_beat:
                     next_beat = now() + self.heartbeat_interval
@@ -275,7 +277,11 @@ class StudyDriver:
             self.backend.close()  # workers still reporting to this run are told to stop
         self._fail_orphans()
         self.recorder.flush()
-        return self._result()
+        result = self._result()
+        log.info("study %s %s: %d complete, %d pruned, %d failed, %d stopped%s", self.study.study_name,
+                 result.state.lower(), self.counts.complete, self.counts.pruned, self.counts.failed, self.counts.stopped,
+                 f" ({result.message})" if result.message else "")
+        return result
 
     def _beat(self) -> JobState | None:
         """Renew the job's and the running attempts' leases; None while we hold the job."""
@@ -457,6 +463,9 @@ class StudyDriver:
                 self._count_failure(outcome.error or "", retried)
         if frozen is None:
             self._count_finished_elsewhere(run.trial._trial_id)
+        if frozen is not None:
+            log.debug("trial %d %s after %.2f s (worker pid %s)", frozen.number, frozen.state.name.lower(),
+                      outcome.duration, outcome.pid)
         if self.observer and frozen is not None:
             self.observer.trial_finished(frozen, self.counts, self.best)
 

@@ -185,13 +185,30 @@ def trials_table(name: str, rows: list[dict]) -> Table:
     return table
 
 
+FINISHED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "MISSING"}
+
+
+def watch_lines(fetch, interval: float, emit) -> None:
+    """Call ``emit(summary, first)`` every ``interval`` seconds until the study is finished
+    (``hpo status --watch --format json|csv``: a line per redraw, for a pipe)."""
+    import time
+
+    summary, first = fetch(), True
+    while True:
+        emit(summary, first)
+        if summary.state in FINISHED_STATES:
+            return
+        time.sleep(interval)
+        summary, first = fetch(), False
+
+
 def watch_status(fetch, interval: float) -> None:
     """Redraw the status table every ``interval`` seconds until the study is finished."""
     import time
 
     from rich.live import Live
 
-    finished = {"COMPLETED", "FAILED", "CANCELLED"}
+    finished = FINISHED_STATES
     summary = fetch()
     with Live(summary_table(summary), refresh_per_second=4) as live:
         while summary.state not in finished:

@@ -188,16 +188,11 @@ class Server:
             return
         log.info("running study %s", name)
         try:
-            result = run_job(
+            run_job(  # the driver logs how the study ended
                 self.store, spec, self.owner, stop=self.stopping,
                 concurrency_cap=lambda: self.share.cap(spec),
                 lease_s=self.lease_s, heartbeat_s=self.heartbeat_s,
                 backend=RayBackend(keep_idle_s=KEEP_IDLE_WORKERS_S), crash_backoff_s=self.crash_backoff_s,
-            )
-            log.info(
-                "study %s %s: %d complete, %d pruned, %d failed, %d stopped%s", name, result.state.lower(),
-                result.counts.complete, result.counts.pruned, result.counts.failed, result.counts.stopped,
-                f" ({result.message})" if result.message else "",
             )
         except LeaseLost:
             log.warning("study %s was taken over by another owner", name)

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import time
 from types import SimpleNamespace
 
@@ -173,6 +174,70 @@ def test_status_table_json_and_watch(shared):
     assert elapsed < 20, f"status --watch on a finished study took {elapsed:.1f} s"
 
 
+def test_every_read_verb_speaks_json_and_csv(shared):
+    """--format json|csv on list, status and best (--json stays an alias); CSV is flattened."""
+    study = load(shared.url, DONE)
+    listed_csv, listed_json, status_csv, best_csv, best_json = hpo_many(
+        ["list", "--format", "csv", "--storage", shared.url],
+        ["list", "--format", "json", "--storage", shared.url],
+        ["status", DONE, "--format", "csv", "--storage", shared.url],
+        ["best", DONE, "--format", "csv", "--storage", shared.url],
+        ["best", DONE, "--format", "json", "--storage", shared.url],
+    )
+    by_name = {row["study_name"]: row for row in csv.DictReader(io.StringIO(ok(listed_csv)))}
+    assert set(by_name) == {row["study_name"] for row in as_json(listed_json)}
+    assert by_name[DONE]["state"] == "COMPLETED" and int(by_name[DONE]["complete"]) + int(by_name[DONE]["pruned"]) == DONE_N
+    assert float(by_name[DONE]["best_value"]) == study.best_value
+    for key, value in study.best_params.items():
+        assert float(by_name[DONE][f"best_params_{key}"]) == value
+    (status_row,) = csv.DictReader(io.StringIO(ok(status_csv)))
+    assert status_row["study_name"] == DONE and float(status_row["compute_cpu_s"]) > 0
+    (best_row,) = csv.DictReader(io.StringIO(ok(best_csv)))
+    assert int(best_row["number"]) == study.best_trial.number and float(best_row["value"]) == study.best_value
+    assert as_json(best_json)["number"] == study.best_trial.number
+
+
+def test_status_watch_as_json_prints_one_object_per_redraw(shared, tmp_path):
+    """A running study: a JSON line per redraw until it finishes (not silently a table)."""
+    spec = write_spec(tmp_path, "watched", n=4)
+    spec.write_text(spec.read_text().replace("delay: 0.05", "delay: 0.4"))
+    url = f"sqlite:///{tmp_path / 'watched.db'}"
+    api.submit(spec, storage=url)
+    env = {k: v for k, v in os.environ.items() if k not in ("HPO_STORAGE", "HPO_BACKEND")}
+    watcher = subprocess.Popen([HPO, "status", "watched", "--watch", "--interval", "0.5", "--json", "--storage", url],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    runner = subprocess.run([HPO, "run", str(spec), "--storage", url, "--backend", "local"], capture_output=True,
+                            text=True, env=env, timeout=240)
+    assert runner.returncode == 0, runner.stderr
+    out, err = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0 and err == "", err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) >= 2 and lines[0]["state"] in ("QUEUED", "RUNNING")
+    assert lines[-1]["state"] == "COMPLETED" and lines[-1]["complete"] + lines[-1]["pruned"] == 4
+
+
+def test_verbs_that_run_no_trials_do_not_import_ray(shared):
+    """`hpo --help`, list and status start fast: Ray is imported only by verbs that run trials."""
+    probe = ("import sys; from hpo.cli import main; sys.argv = ['hpo', *sys.argv[1:]]\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "print('RAY' if 'ray' in sys.modules else 'NO-RAY', 'TORCH' if 'torch' in sys.modules else 'NO-TORCH', "
+             "file=sys.stderr)")
+    for args in (["--help"], ["list", "--storage", shared.url], ["status", DONE, "--storage", shared.url],
+                 ["trials", DONE, "--storage", shared.url]):
+        result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.strip().splitlines()[-1] == "NO-RAY NO-TORCH", (args, result.stderr)
+
+
+def test_verbose_flag_logs_to_stderr(shared, tmp_path):
+    spec = write_spec(tmp_path, "loud", n=2)
+    url = f"sqlite:///{tmp_path / 'loud.db'}"
+    quiet, loud = hpo_many(["run", str(spec), "--storage", url, "--name", "quiet", "--json"],
+                           ["-v", "run", str(spec), "--storage", url.replace("loud.db", "loud2.db"), "--json"])
+    assert ok(quiet) and quiet.stderr == ""
+    assert ok(loud) and " INFO " in loud.stderr and "hpo." in loud.stderr
+
+
 # --- best ---------------------------------------------------------------------------------------
 
 
@@ -228,12 +293,15 @@ def test_trials_table_json_and_csv_match_optuna(shared, name):
     assert all(r["pid"] == stored[r["number"]]["pid"] and r["cold_start"] == stored[r["number"]]["cold_start"]
                for r in rows)
 
+    # CSV: JSON's fields, nested ones flattened as Optuna's trials_dataframe() names them
     reader = csv.DictReader(io.StringIO(ok(as_csv)))
-    assert reader.fieldnames == list(rows[0])  # the same columns as JSON
+    n_values, names = len(expected[0]["values"]), sorted(expected[0]["params"])
+    assert {f"values_{i}" for i in range(n_values)} | {f"params_{p}" for p in names} <= set(reader.fieldnames)
+    assert "values" not in reader.fieldnames and "params" not in reader.fieldnames
     parsed = [
         {"number": int(r["number"]), "state": r["state"],
-         "values": json.loads(r["values"]) if r["values"] else None,
-         "params": json.loads(r["params"]), "steps": int(r["steps"])}
+         "values": [float(r[f"values_{i}"]) for i in range(n_values)],
+         "params": {p: float(r[f"params_{p}"]) for p in names}, "steps": int(r["steps"])}
         for r in reader
     ]
     assert parsed == expected
@@ -345,7 +413,8 @@ def test_unknown_study_for_every_verb(shared):
 def test_bad_format_and_usage_errors_are_one_line(shared, tmp_path):
     fresh = f"sqlite:///{tmp_path / 'none.db'}"
     cases = {
-        ("trials", DONE, "--format", "xml", "--storage", shared.url): "unknown format 'xml'; choose one of table, json, csv",
+        ("trials", DONE, "--format", "xml", "--storage", shared.url): "'xml' is not one of 'table', 'json', 'csv'",
+        ("list", "--format", "yaml", "--storage", fresh): "'yaml' is not one of 'table', 'json', 'csv'",
         ("list", "--bogus", "--storage", fresh): "No such option '--bogus'",
         ("status", "--storage", fresh): "Missing argument 'NAME'",
         ("resume", DONE, "--n-trials", "0", "--storage", shared.url): "Invalid value for '--n-trials'",
