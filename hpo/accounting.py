@@ -205,3 +205,30 @@ def with_watts(
         "gpu_watts": gpu_watts,
         "saved": {**saved, "kwh": energy_kwh(saved["cpu_s"], saved["gpu_s"], cpu_watts, gpu_watts)},
     }
+
+
+def human_energy(kwh: float) -> str:
+    """An energy in the unit that reads best: mWh, Wh or kWh (3 significant digits)."""
+    wh = kwh * 1000
+    if wh == 0:
+        return "0 Wh"
+    if abs(wh) < 1:
+        return f"{wh * 1000:.3g} mWh"
+    return f"{wh:.3g} Wh" if abs(wh) < 1000 else f"{kwh:.3g} kWh"
+
+
+def human_compute(seconds: float, unit: str) -> str:
+    """CPU or GPU time: ``12.3 CPU-s`` below ten minutes, ``1.5 CPU-min`` below an hour, else hours."""
+    if seconds < 600:
+        return f"{seconds:.3g} {unit}-s"
+    if seconds < 3600:
+        return f"{seconds / 60:.3g} {unit}-min"
+    return f"{seconds / 3600:.3g} {unit}-h"
+
+
+def usage_text(data: Mapping[str, Any], gpu: bool) -> str:
+    """``3.2 CPU-s, 13.3 mWh`` (with GPU time only where GPUs were used or asked for)."""
+    parts = [human_compute(data["cpu_s"], "CPU")]
+    if gpu:
+        parts.append(human_compute(data["gpu_s"], "GPU"))
+    return ", ".join([*parts, human_energy(data["kwh"])])

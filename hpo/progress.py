@@ -7,6 +7,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from optuna.trial import FrozenTrial
 
+from hpo.accounting import usage_text
 from hpo.driver import Best, Counts
 from hpo.spec import StudySpec
 
@@ -92,11 +93,13 @@ def summary_table(summary) -> Table:
 
 
 def compute_rows(compute: dict | None) -> list[tuple[str, str]]:
-    """The `compute` and `saved by pruning` rows of a summary (see hpo.accounting)."""
+    """The `compute` and `saved by pruning` rows of a summary (see hpo.accounting), in human
+    units; GPU figures only for a study that used GPUs."""
     if not compute:
         return []
-    watts = f"at {compute['cpu_watts']:g} W per CPU core, {compute['gpu_watts']:g} W per GPU"
-    rows = [("compute", f"{_usage(compute)} ({compute['trials_measured']} trials measured; {watts})")]
+    gpu = compute["gpu_s"] > 0 or compute["saved"]["gpu_s"] > 0
+    watts = f"at {compute['cpu_watts']:g} W per CPU core" + (f", {compute['gpu_watts']:g} W per GPU" if gpu else "")
+    rows = [("compute", f"{usage_text(compute, gpu)} ({compute['trials_measured']} trials measured; {watts})")]
     workers = compute.get("workers")
     if workers and workers["processes"]:
         rows.append((
@@ -108,21 +111,12 @@ def compute_rows(compute: dict | None) -> list[tuple[str, str]]:
     if saved["pruned_trials"]:
         rows.append((
             "saved by pruning",
-            f"{_usage(saved)} (estimated): {saved['pruned_trials']} pruned trials skipped "
+            f"{usage_text(saved, gpu)} (estimated): {saved['pruned_trials']} pruned trials skipped "
             f"{saved['epochs']} epochs (a full run is {saved['full_epochs']})",
         ))
     else:
         rows.append(("saved by pruning", "nothing: no trial was pruned"))
     return rows
-
-
-def _usage(data: dict) -> str:
-    return f"{_hours(data['cpu_s'], 'CPU')}, {_hours(data['gpu_s'], 'GPU')}, {data['kwh']:.3g} kWh"
-
-
-def _hours(seconds: float, unit: str) -> str:
-    text = f"{seconds / 3600:.3g} {unit}-h"
-    return text + (f" ({seconds:.1f} {unit}-s)" if 0 < seconds < 3600 else "")
 
 
 def _value(value) -> str:

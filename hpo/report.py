@@ -33,7 +33,9 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.accounting import epochs_trained, full_epochs, pruning_saving, run_info, trial_cpu_s, trial_gpu_s
+from hpo.accounting import (
+    epochs_trained, full_epochs, human_compute, human_energy, pruning_saving, run_info, trial_cpu_s, trial_gpu_s,
+)
 from hpo.errors import HpoError
 from hpo.queries import StudySummary, get_job, load_study, summarize
 from hpo.spec import StudySpec
@@ -62,6 +64,7 @@ class Figure:
     figure: Any = None  # plotly.graph_objects.Figure
     note: str | None = None
     messages: list[str] = field(default_factory=list)  # what Optuna warned about while drawing
+    basis: str | None = None  # what the figure rests on, e.g. "7 complete trials"
 
     @property
     def drawn(self) -> bool:
@@ -105,7 +108,8 @@ class StudyReport:
                 "trials": [vars(g) for g in self.gaps],
             },
             "figures": [
-                {"key": f.key, "section": f.section, "title": f.title, "drawn": f.drawn, "note": f.note}
+                {"key": f.key, "section": f.section, "title": f.title, "drawn": f.drawn, "note": f.note,
+                 "basis": f.basis}
                 for f in self.figures
             ],
             "trials": [_trial_data(t) for t in self.trials],
@@ -229,12 +233,18 @@ def _slug(text: str) -> str:
 
 
 def _objective_names(spec: StudySpec, study: optuna.Study) -> list[str]:
+    """What the plots call the objective's values: the spec's metric names, else the objective's
+    own name (``mlp``, ``train:objective``), never Optuna's "Objective 0"."""
     names = spec.metrics or study.metric_names
     if names:
         return list(names)
+    name = spec.objective.removeprefix("builtin:")
     if len(study.directions) == 1:
-        return ["Objective Value"]
-    return [f"value {i}" for i in range(len(study.directions))]
+        return [name]
+    return [f"{name} [{i}]" for i in range(len(study.directions))]
+
+
+SLICE_PARAMS = 4  # parameters per slice figure: more and Optuna's subplot labels overlap
 
 
 def _draw(fig: Figure, needs: str | None, build: Callable[[], Any]) -> Figure:
@@ -281,7 +291,7 @@ def build_figures(spec: StudySpec, study: optuna.Study, trials: list[FrozenTrial
     figs: list[Figure] = []
 
     def target_args(target, name):
-        return {} if target is None else {"target": target, "target_name": name}
+        return {"target_name": name} if target is None else {"target": target, "target_name": name}
 
     for (suffix, of, target), name in zip(objectives, names):
         figs.append(_draw(Figure(f"optimization-history{suffix}", "Optimization history", f"Optimization history{of}"),
@@ -295,9 +305,16 @@ def build_figures(spec: StudySpec, study: optuna.Study, trials: list[FrozenTrial
     for (suffix, of, target), name in zip(objectives, names):
         figs.append(_draw(Figure(f"parallel-coordinate{suffix}", "Parallel coordinates", f"Parallel coordinates{of}"),
                           two, lambda: vis.plot_parallel_coordinate(study, **target_args(target, name))))
+    params = sorted({p for t in complete for p in t.params})
+    groups = [params[i:i + SLICE_PARAMS] for i in range(0, len(params), SLICE_PARAMS)] or [None]
     for (suffix, of, target), name in zip(objectives, names):
-        figs.append(_draw(Figure(f"slice{suffix}", "Slices", f"Slices{of}"),
-                          few, lambda: vis.plot_slice(study, **target_args(target, name))))
+        for part, group in enumerate(groups, 1):
+            key, title = f"slice{suffix}", f"Slices{of}"
+            if len(groups) > 1:
+                key, title = f"{key}-{part}", f"{title} ({part} of {len(groups)}: {', '.join(group)})"
+            figs.append(_draw(Figure(key, "Slices", title), few,
+                              lambda group=group, target=target, name=name: vis.plot_slice(
+                                  study, params=group, **target_args(target, name))))
 
     # Importance. PED-ANOVA takes lower as better for an explicit target, so a maximized
     # objective is negated; fANOVA (variance based) draws all objectives in one figure.
@@ -312,13 +329,15 @@ def build_figures(spec: StudySpec, study: optuna.Study, trials: list[FrozenTrial
         ))
     figs.append(_draw(
         Figure("importance-fanova", "Hyperparameter importance", "Importance (fANOVA)"),
-        two, lambda: vis.plot_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=spec.seed or 0)),
+        two, lambda: vis.plot_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=spec.seed or 0),
+                                                **({} if multi else {"target_name": names[0]})),
     ))
     if 2 <= len(complete) < FEW_FOR_IMPORTANCE:
         for fig in figs:
             if fig.section == "Hyperparameter importance" and fig.drawn:
-                fig.messages.insert(0, f"only {len(complete)} complete trials: importances this early are a rough "
-                                       "hint, not a finding")
+                fig.messages.insert(0, f"only {len(complete)} complete trials (fewer than {FEW_FOR_IMPORTANCE}): "
+                                       "importances this early are a rough hint, not a finding, and the two "
+                                       "methods may disagree")
     if multi:
         figs.append(_draw(
             Figure("pareto-front", "Pareto front", "Pareto front"),
@@ -337,6 +356,13 @@ def build_figures(spec: StudySpec, study: optuna.Study, trials: list[FrozenTrial
     if any(trial_gpu_s(t) for t in trials):
         figs.append(_draw(Figure("compute-gpu", "Compute", "GPU-seconds per trial (used, and saved by pruning)"),
                           None, lambda: compute_figure(spec, trials, "gpu")))
+    measured = sum(1 for t in trials if run_info(t))
+    basis = {"intermediate-values": f"{len(with_curves)} trials with learning curves",
+             "train-validation": f"the {len(gaps)} best trials that logged a training metric",
+             "timeline": f"{measured} trials that ran", "compute-cpu": f"{measured} trials that ran",
+             "compute-gpu": f"{measured} trials that ran"}
+    for fig in figs:  # every figure says how many trials it rests on
+        fig.basis = basis.get(fig.key, f"{len(complete)} complete trials")
     return figs
 
 
@@ -620,12 +646,16 @@ def _compute_html(rep: StudyReport) -> str:
         if run_info(t) and t.state.is_finished():
             by_state[t.state.name.lower()] = by_state.get(t.state.name.lower(), 0.0) + trial_cpu_s(t)
     states = ", ".join(f"{k} {v:.2f}" for k, v in by_state.items()) or "no trial measured"
+    gpu = c["gpu_s"] > 0 or saved["gpu_s"] > 0 or rep.spec.resources.gpu > 0
     rows = [
-        ("CPU", f"<span id='cpu-seconds'>{c['cpu_s']:.2f}</span> CPU-s = {c['cpu_hours']:.4g} CPU-h "
+        ("CPU", f"<span id='cpu-seconds'>{c['cpu_s']:.2f}</span> CPU-s = {human_compute(c['cpu_s'], 'CPU')} "
                 f"(by state: {_esc(states)})"),
-        ("GPU", f"<span id='gpu-seconds'>{c['gpu_s']:.2f}</span> GPU-s = {c['gpu_hours']:.4g} GPU-h"),
-        ("energy (estimate)", f"<span id='kwh'>{c['kwh']:.4g}</span> kWh at {c['cpu_watts']:g} W per CPU core "
-                              f"and {c['gpu_watts']:g} W per GPU"),
+    ]
+    if gpu:  # a CPU-only study has no GPU line
+        rows.append(("GPU", f"<span id='gpu-seconds'>{c['gpu_s']:.2f}</span> GPU-s = {human_compute(c['gpu_s'], 'GPU')}"))
+    rows += [
+        ("energy (estimate)", f"<span id='energy' data-kwh='{c['kwh']!r}'>{human_energy(c['kwh'])}</span> at "
+                              f"{c['cpu_watts']:g} W per CPU core" + (f" and {c['gpu_watts']:g} W per GPU" if gpu else "")),
         ("trials measured", str(c["trials_measured"])),
     ]
     workers = c.get("workers")
@@ -637,8 +667,9 @@ def _compute_html(rep: StudyReport) -> str:
     if saved["pruned_trials"]:
         rows.append((
             "saved by pruning (estimate)",
-            f"<span id='saved-cpu-seconds'>{saved['cpu_s']:.2f}</span> CPU-s, {saved['gpu_s']:.2f} GPU-s, "
-            f"{saved['kwh']:.4g} kWh: {saved['pruned_trials']} pruned trials skipped {saved['epochs']} epochs "
+            f"<span id='saved-cpu-seconds'>{saved['cpu_s']:.2f}</span> CPU-s, "
+            + (f"{saved['gpu_s']:.2f} GPU-s, " if gpu else "")
+            + f"{human_energy(saved['kwh'])}: {saved['pruned_trials']} pruned trials skipped {saved['epochs']} epochs "
             f"(a full run is {saved['full_epochs']}); {share} of the CPU time the study would have used "
             "without pruning",
         ))
@@ -690,6 +721,8 @@ def _figure_html(fig: Figure, pngs: set[str]) -> str:
         ))
         if f"{fig.key}.png" in pngs:
             parts.append(f"<p class='png'><a href='{_esc(fig.key)}.png'>{_esc(fig.key)}.png</a></p>")
+    if fig.basis and fig.figure is not None:
+        parts.append(f"<p class='basis' id='basis-{_esc(fig.key)}'>Rests on {_esc(fig.basis)}.</p>")
     for message in fig.messages:
         parts.append(f"<p class='note'>Note: {_esc(message)}</p>")
     return "<div class='figure'>" + "".join(parts) + "</div>"

@@ -157,3 +157,12 @@ def test_with_watts_reprices_the_energy_only(study):
     assert repriced["kwh"] == (40.0 * 10 + 12.0 * 300) / 3.6e6
     assert repriced["saved"]["kwh"] == (26.0 * 10 + 8.0 * 300) / 3.6e6
     assert with_watts(compute, gpu_watts=0.0)["kwh"] == 40.0 * 15 / 3.6e6
+
+
+def test_human_units():
+    from hpo.accounting import human_compute, human_energy, usage_text
+
+    assert [human_energy(k) for k in (0, 1.87e-8, 0.0042, 2.5)] == ["0 Wh", "0.0187 mWh", "4.2 Wh", "2.5 kWh"]
+    assert [human_compute(s, "CPU") for s in (0.7, 900, 7200)] == ["0.7 CPU-s", "15 CPU-min", "2 CPU-h"]
+    assert usage_text({"cpu_s": 3.2, "gpu_s": 0.0, "kwh": 1.3e-5}, gpu=False) == "3.2 CPU-s, 13 mWh"
+    assert "GPU" in usage_text({"cpu_s": 3.2, "gpu_s": 1.0, "kwh": 1.3e-5}, gpu=True)

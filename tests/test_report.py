@@ -19,7 +19,7 @@ from optuna.trial import TrialState, create_trial
 
 from conftest import IN_CI, REPO
 from hpo import api
-from hpo.report import DATA_ID, timeline_lanes, trial_gap, write_report
+from hpo.report import DATA_ID, SLICE_PARAMS, build_figures, timeline_lanes, trial_gap, write_report
 from studies import make_spec
 from browser import CHROMIUM, headless_chromium
 from test_cli import assert_one_line_error
@@ -92,10 +92,30 @@ def test_single_objective_report_matches_the_database(reports):
 
     # Every section is there: a plot, or a note saying why not.
     keys = {f.key for f in files.report.figures}
-    assert {"optimization-history", "intermediate-values", "parallel-coordinate", "slice", "importance-ped-anova",
+    assert {"optimization-history", "intermediate-values", "parallel-coordinate", "importance-ped-anova",
             "importance-fanova", "timeline", "train-validation", "compute-cpu"} <= keys
     for fig in files.report.figures:
         assert (f'id="fig-{fig.key}"' in page) if fig.drawn else (f"id='note-{fig.key}'" in page), fig.key
+
+    # Honest figures: each says what it rests on; slices come in groups whose labels do not
+    # overlap; the values are named after the objective (not "Objective Value"); importances
+    # from this few trials carry a warning.
+    for fig in files.report.figures:
+        if fig.drawn:
+            assert f"id='basis-{fig.key}'>Rests on " in page, fig.key
+    assert figure(files, "optimization-history").basis == f"{len(complete)} complete trials"
+    slices = [f for f in files.report.figures if f.key.startswith("slice")]
+    params = sorted({p for t in complete for p in t.params})
+    assert len(slices) == -(-len(params) // SLICE_PARAMS) > 1
+    assert all(fig.drawn and 1 <= len(fig.figure.data) <= SLICE_PARAMS for fig in slices)
+    history = figure(files, "optimization-history").figure
+    assert history.layout.yaxis.title.text == "mlp" and "Objective Value" not in page
+    importance = figure(files, "importance-fanova")
+    assert importance.drawn == (len(complete) >= 2)
+    assert not importance.drawn or any(f"only {len(complete)} complete trials" in m for m in importance.messages)
+    # CPU-only study: no GPU line, energy in a unit that reads (mWh/Wh, not 1e-05 kWh)
+    assert "id='gpu-seconds'" not in page and "<span id='energy'" in page
+    assert re.search(r"<span id='energy'[^>]*>[0-9.]+ m?Wh</span>", page)
 
     # Figures plot what the database holds.
     history = figure(files, "optimization-history").figure
@@ -141,7 +161,7 @@ def test_multi_objective_report_shows_the_pareto_front(reports):
     data = embedded_data(page)
     assert sorted(e["number"] for e in data["summary"]["pareto_front"]) == sorted(t.number for t in study.best_trials)
     # One history, parallel-coordinate, slice and PED-ANOVA plot per objective; fANOVA draws both.
-    for key in ("optimization-history", "parallel-coordinate", "slice", "importance-ped-anova"):
+    for key in ("optimization-history", "parallel-coordinate", "slice", "importance-ped-anova"):  # 1 param: 1 slice
         assert figure(files, f"{key}-f1").drawn and figure(files, f"{key}-f2").drawn, key
     assert len(figure(files, "importance-fanova").figure.data) == 2
     history = figure(files, "optimization-history-f2").figure
@@ -213,7 +233,8 @@ def test_report_and_status_through_the_console_script(reports, tmp_path):
 
     result = hpo("status", SO, "--storage", reports.url)
     assert result.returncode == 0, result.stderr
-    assert "compute" in result.stdout and "CPU-h" in result.stdout and "kWh" in result.stdout
+    assert "compute" in result.stdout and "CPU-s" in result.stdout and re.search(r"[0-9.]+ m?Wh", result.stdout)
+    assert "GPU" not in result.stdout  # a CPU-only study has no GPU figures
     assert "saved by pruning" in result.stdout
 
 
@@ -253,3 +274,17 @@ def test_timeline_packs_concurrent_trials_into_worker_slots():
     lanes = {t.number: lane for t, lane, _ in timeline_lanes(trials, now=t0)}
     assert lanes == {0: "node abcdef01 / slot 1", 1: "node abcdef01 / slot 2", 2: "node abcdef01 / slot 2",
                      3: "node abcdef01 / slot 2"}
+
+
+def test_importance_from_few_trials_is_flagged_and_says_what_it_rests_on():
+    space = {"a": FloatDistribution(0, 1), "b": FloatDistribution(0, 1)}
+    study = optuna.create_study()
+    for a, b in ((0.1, 0.9), (0.5, 0.2), (0.8, 0.4), (0.3, 0.3)):
+        study.add_trial(create_trial(value=a + 2 * b, params={"a": a, "b": b}, distributions=space))
+    spec = make_spec(name="few", search_space={"a": {"type": "float", "low": 0, "high": 1},
+                                               "b": {"type": "float", "low": 0, "high": 1}})
+    figs = {f.key: f for f in build_figures(spec, study, study.get_trials(), [])}
+    for key in ("importance-ped-anova", "importance-fanova"):
+        assert figs[key].drawn and figs[key].basis == "4 complete trials"
+        assert figs[key].messages[0].startswith("only 4 complete trials (fewer than 10)")
+    assert figs["slice"].drawn and figs["optimization-history"].figure.layout.yaxis.title.text == "objectives:curve"
