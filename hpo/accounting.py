@@ -78,6 +78,19 @@ def _number(value: Any) -> float:
     return value if math.isfinite(value) else 0.0
 
 
+def node_labels(trials: Iterable[FrozenTrial]) -> dict[str, str]:
+    """A readable name per node id: its host (IP or name); where several nodes share a host
+    (Ray nodes started on one machine), the host with a short node id, ``10.0.0.5#3fa2c1``."""
+    hosts: dict[str, str] = {}
+    for trial in trials:
+        info = run_info(trial)
+        node = str(info.get("node") or "")
+        if node:
+            hosts.setdefault(node, str(info.get("host") or "") or node[:12])
+    shared = {h for h in hosts.values() if sum(v == h for v in hosts.values()) > 1}
+    return {node: f"{host}#{node[:6]}" if host in shared else host for node, host in hosts.items()}
+
+
 def trial_cpu_s(trial: FrozenTrial) -> float:
     return _number(run_info(trial).get("cpu_s"))
 

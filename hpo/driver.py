@@ -424,6 +424,7 @@ class StudyDriver:
             "owner": self.owner,
             "attempt": run.attempt,
             "node": outcome.node,
+            "host": outcome.host,
             "device": outcome.device,
             "duration_s": round(outcome.duration, 4),
             "cpu_s": round(outcome.cpu_s, 4),

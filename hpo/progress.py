@@ -169,10 +169,11 @@ def trials_table(name: str, rows: list[dict]) -> Table:
     for row in rows:
         values = "-" if row["values"] is None else ", ".join(_fmt(v) for v in row["values"])
         seconds = "-" if row["duration_s"] is None else f"{row['duration_s']:.2f}"
-        if row.get("queued_s"):
+        if (row.get("queued_s") or 0) >= 0.005:
             seconds += f" (+{row['queued_s']:.2f} queued)"
         attempt = str(row["attempt"]) + (f" (retry of #{row['retry_of']})" if row["retry_of"] is not None else "")
-        worker = "-" if row["pid"] is None else f"pid {row['pid']}" + (" (cold)" if row["cold_start"] else "")
+        worker = "-" if row["pid"] is None else \
+            f"{row['node']} pid {row['pid']}".strip() + (" (cold)" if row["cold_start"] else "")
         state = "stopped" if row.get("stopped") else row["state"].lower()
         table.add_row(str(row["number"]), state, attempt, values, str(row["steps"]), seconds,
                       worker, _params(row["params"]), row["error"])

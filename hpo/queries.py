@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.accounting import study_compute, worker_startup
+from hpo.accounting import node_labels, study_compute, worker_startup
 from hpo.errors import HpoError, StudyMissing
 from hpo.jobs import Job, Jobs
 from hpo.recorder import ATTEMPT_ATTR, ERROR_ATTR, INFO_ATTR, RETRY_OF_ATTR, was_stopped
@@ -149,7 +149,8 @@ def summarize(
     )
 
 
-def trial_row(trial: FrozenTrial) -> dict[str, Any]:
+def trial_row(trial: FrozenTrial, nodes: dict[str, str] | None = None) -> dict[str, Any]:
+    """One trial as ``hpo trials`` shows it; ``nodes``: readable names of node ids (node_labels)."""
     info = trial.user_attrs.get(INFO_ATTR) or {}
     duration = None
     if trial.datetime_start and trial.datetime_complete:
@@ -165,7 +166,7 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
         "steps": len(trial.intermediate_values),
         "duration_s": duration,  # run time: from when its worker started it (not its ask)
         "queued_s": info.get("queued_s"),  # how long it waited for a free slot after its ask
-        "node": info.get("node", "")[:12],
+        "node": (nodes or {}).get(info.get("node", ""), info.get("host") or info.get("node", "")[:12]),
         "pid": info.get("pid"),  # the worker process that ran it
         "cold_start": bool(info.get("cold_start")),  # its first trial: it paid the process's start-up
         "error": _last_line(trial.user_attrs.get(ERROR_ATTR)),
@@ -179,7 +180,9 @@ def _last_line(text: str | None) -> str:
 
 def trial_rows(store: Store, name: str) -> list[dict[str, Any]]:
     get_job(store, name)
-    return [trial_row(t) for t in load_study(store, name).get_trials(deepcopy=False)]
+    trials = load_study(store, name).get_trials(deepcopy=False)
+    nodes = node_labels(trials)
+    return [trial_row(t, nodes) for t in trials]
 
 
 def export_study(store: Store, name: str) -> dict[str, Any]:

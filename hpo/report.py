@@ -34,7 +34,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.accounting import (
-    epochs_trained, full_epochs, human_compute, human_energy, pruning_saving, run_info, trial_cpu_s, trial_gpu_s,
+    epochs_trained, full_epochs, human_compute, human_energy, node_labels, pruning_saving, run_info, trial_cpu_s,
+    trial_gpu_s,
 )
 from hpo.errors import HpoError
 from hpo.queries import StudySummary, get_job, load_study, summarize
@@ -112,7 +113,7 @@ class StudyReport:
                  "basis": f.basis}
                 for f in self.figures
             ],
-            "trials": [_trial_data(t) for t in self.trials],
+            "trials": [_trial_data(t, node_labels(self.trials)) for t in self.trials],
             "generated_at": self.generated_at.isoformat(timespec="seconds"),
         }
 
@@ -125,7 +126,7 @@ class ReportFiles:
     report: StudyReport
 
 
-def _trial_data(trial: FrozenTrial) -> dict[str, Any]:
+def _trial_data(trial: FrozenTrial, nodes: Mapping[str, str] | None = None) -> dict[str, Any]:
     info = run_info(trial)
     return {
         "number": trial.number,
@@ -136,7 +137,7 @@ def _trial_data(trial: FrozenTrial) -> dict[str, Any]:
         "cpu_s": trial_cpu_s(trial),
         "gpu_s": trial_gpu_s(trial),
         "duration_s": info.get("duration_s"),
-        "node": info.get("node"),
+        "node": (nodes or {}).get(str(info.get("node") or ""), info.get("host") or info.get("node")),
         "device": info.get("device"),
     }
 
@@ -404,15 +405,19 @@ def train_validation_figure(trials: Sequence[FrozenTrial], gaps: Sequence[Gap]):
 
 
 def timeline_lanes(trials: Iterable[FrozenTrial], now: datetime) -> list[tuple[FrozenTrial, str, datetime]]:
-    """Each started trial with its worker lane ("node abcd1234 / slot 2") and end time.
+    """Each started trial with its worker lane ("10.0.0.5 / slot 2") and end time.
 
     A node's trials are packed greedily into slots: a trial takes the first slot free when it
-    started, so the slots of a node are its concurrently busy workers.
+    started, so the slots of a node are its concurrently busy workers. Nodes are named by host
+    (IP or name; see accounting.node_labels).
     """
+    trials = list(trials)
+    names = node_labels(trials)
     lanes: dict[str, list[datetime]] = {}
     placed = []
     for trial in sorted((t for t in trials if t.datetime_start), key=lambda t: (t.datetime_start, t.number)):
-        node = str(run_info(trial).get("node") or "")[:8] or ("running" if trial.state == TrialState.RUNNING else "?")
+        node_id = str(run_info(trial).get("node") or "")
+        node = names.get(node_id) or ("running" if trial.state == TrialState.RUNNING else "?")
         end = trial.datetime_complete or now
         ends = lanes.setdefault(node, [])
         slot = next((i for i, busy_until in enumerate(ends) if busy_until <= trial.datetime_start), len(ends))
@@ -420,7 +425,7 @@ def timeline_lanes(trials: Iterable[FrozenTrial], now: datetime) -> list[tuple[F
             ends.append(end)
         else:
             ends[slot] = end
-        placed.append((trial, f"node {node} / slot {slot + 1}", end))
+        placed.append((trial, f"{node} / slot {slot + 1}", end))
     return placed
 
 
@@ -700,11 +705,12 @@ def _gaps_html(rep: StudyReport) -> str:
 
 def _trials_html(rep: StudyReport) -> str:
     rows = []
+    nodes = node_labels(rep.trials)
     for t in rep.trials:
-        d = _trial_data(t)
+        d = _trial_data(t, nodes)
         values = "-" if t.values is None else ", ".join(_fmt(v) for v in t.values)
         rows.append((str(t.number), t.state.name.lower(), values, _fmt(d["epochs"]), f"{d['cpu_s']:.2f}",
-                     f"{d['gpu_s']:.2f}", _fmt(d["duration_s"], 4), _esc(str(d["node"] or "")[:8]), _params(t.params)))
+                     f"{d['gpu_s']:.2f}", _fmt(d["duration_s"], 4), _esc(str(d["node"] or "")), _params(t.params)))
     return _table(rows, ["#", "state", "value(s)", "epochs", "CPU-s", "GPU-s", "seconds", "node", "params"],
                   cls="grid small")
 

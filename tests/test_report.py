@@ -272,8 +272,24 @@ def test_timeline_packs_concurrent_trials_into_worker_slots():
         trial.datetime_start, trial.datetime_complete = t0 + timedelta(seconds=start), t0 + timedelta(seconds=end)
         trials.append(trial)
     lanes = {t.number: lane for t, lane, _ in timeline_lanes(trials, now=t0)}
-    assert lanes == {0: "node abcdef01 / slot 1", 1: "node abcdef01 / slot 2", 2: "node abcdef01 / slot 2",
-                     3: "node abcdef01 / slot 2"}
+    # a node without a recorded host keeps its id's prefix
+    assert lanes == {0: "abcdef0123 / slot 1", 1: "abcdef0123 / slot 2", 2: "abcdef0123 / slot 2",
+                     3: "abcdef0123 / slot 2"}
+
+
+def test_nodes_are_named_by_host_and_told_apart_when_they_share_one():
+    from hpo.accounting import node_labels
+
+    def on(node, host):
+        trial = _trial(0, 0.5, 0.5)
+        trial.user_attrs["hpo:run"].update(node=node, host=host)
+        return trial
+
+    assert node_labels([on("aaaa11", "10.0.0.5"), on("bbbb22", "10.0.0.6")]) == {
+        "aaaa11": "10.0.0.5", "bbbb22": "10.0.0.6"}
+    # two Ray nodes started on one machine (as in the loopback cluster test)
+    assert node_labels([on("aaaa11", "127.0.0.1"), on("bbbb22", "127.0.0.1"), on("aaaa11", "127.0.0.1")]) == {
+        "aaaa11": "127.0.0.1#aaaa11", "bbbb22": "127.0.0.1#bbbb22"}
 
 
 def test_importance_from_few_trials_is_flagged_and_says_what_it_rests_on():

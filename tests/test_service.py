@@ -3,10 +3,14 @@ cluster of two nodes, graceful stop, and the SQLite one-serve rule."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +20,7 @@ from optuna.trial import TrialState
 from hpo import api
 
 from conftest import TESTS_DIR
+from ray_cluster import processes_under, ray_start_cluster
 from studies import make_spec
 from test_cli import HPO, assert_one_line_error, hpo
 
@@ -145,21 +150,30 @@ def test_sigterm_hands_running_trials_back_and_the_next_serve_finishes(tmp_path)
     finish_with_a_new_serve(tmp_path, url, 10)
 
 
-def test_trials_run_on_both_nodes_of_a_ray_cluster(tmp_path):
-    cluster = subprocess.Popen([sys.executable, str(TESTS_DIR / "ray_cluster.py")], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
-    try:
-        address = cluster.stdout.readline().strip()
-        assert address, "the test cluster did not start"
+def test_the_readmes_cluster_recipe_runs_a_study_on_both_nodes(tmp_path):
+    """Two real `ray start --block` nodes on loopback (token auth exported, own temp dir), a
+    study across them, nodes named by host in `hpo trials`, and SIGTERM leaves no Ray process."""
+    # short: Ray's Unix sockets live under it (a path of pytest's tmp_path is too long for them)
+    temp_dir = Path(tempfile.mkdtemp(prefix="hpo-ray-", dir="/tmp"))
+    url = f"sqlite:///{tmp_path}/c.db"
+    with ray_start_cluster(temp_dir) as address:
         spec = write_spec(tmp_path, "cluster", n=8)
-        result = hpo("run", str(spec), "--storage", f"sqlite:///{tmp_path}/c.db", "--ray-address", address, "--json")
+        result = hpo("run", str(spec), "--storage", url, "--ray-address", address, "--json")
         assert result.returncode == 0, result.stderr
-    finally:
-        cluster.stdin.close()
-        cluster.wait(timeout=60)
-    study = optuna.load_study(study_name="cluster", storage=f"sqlite:///{tmp_path}/c.db")
+        rows = json.loads(hpo("trials", "cluster", "--storage", url, "--format", "json").stdout)
+        assert processes_under(temp_dir), "the cluster's processes do not use its own temp dir"
+    study = optuna.load_study(study_name="cluster", storage=url)
     nodes = {t.user_attrs["hpo:run"]["node"] for t in study.trials}
     assert len(nodes) == 2, nodes
+    # both nodes run on this machine's IP: named by it, told apart by a short node id
+    (host,) = {t.user_attrs["hpo:run"]["host"] for t in study.trials}
+    assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+", host), host
+    assert {r["node"] for r in rows} == {f"{host}#{n[:6]}" for n in nodes}
+    deadline = time.monotonic() + 30
+    while processes_under(temp_dir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert processes_under(temp_dir) == [], "SIGTERM to `ray start --block` left Ray processes running"
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_fair_share_runs_no_more_studies_than_hold_one_trial_each():

@@ -9,6 +9,7 @@ import importlib.util
 import inspect
 import math
 import os
+import socket
 import sys
 import time
 import traceback
@@ -59,6 +60,7 @@ class TrialOutcome:
     device: str = "cpu"
     duration: float = 0.0
     started_at: float | None = None  # wall clock (epoch s) of the worker when it started the trial
+    host: str = ""  # the node's IP address (Ray) or host name (local worker), for people to read
     cpu_s: float = 0.0  # CPU time of the worker process while it ran the trial
     gpu_s: float = 0.0  # wall time x GPUs assigned
     pid: int | None = None  # the worker process that ran the trial
@@ -240,7 +242,7 @@ def run_trial(task: TrialTask, send) -> TrialOutcome:
     device = pick_device()
     _limit_threads(task.cpu)
     reporter = Reporter(trial_number=task.trial_number, seed=task.seed, device=device, send=send)
-    outcome = TrialOutcome(state="fail", node=_node(), device=device, started_at=started_at)
+    outcome = TrialOutcome(state="fail", node=_node(), host=_host(), device=device, started_at=started_at)
     try:
         objective = resolve_objective(task.objective, task.import_path)
         result = objective(dict(task.params), reporter, **task.args)
@@ -291,6 +293,14 @@ def _node() -> str:
 
 
 LOCAL_NODE_VAR = "HPO_LOCAL_NODE"  # set by the local backend in its worker processes
+
+
+def _host() -> str:
+    """Where the trial ran, as people name machines: the Ray node's IP address, else the host name."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return ray.util.get_node_ip_address()
+    return socket.gethostname()
 
 
 def _short_traceback(exc: BaseException, lines: int = 12) -> str:
