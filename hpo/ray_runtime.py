@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import ray  # hpo/__init__.py set RAY_AUTH_MODE before this import
 
+from hpo import ray_leftovers
 from hpo.credentials import without_credentials
 from hpo.errors import HpoError
 
@@ -44,21 +45,24 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         kwargs["address"] = address
     else:
         # "local": always a new runtime, never a cluster that `ray start` left on this machine.
+        ray_leftovers.stop_leftovers()  # of runtimes hpo started whose owner was killed outright
         kwargs["address"] = "local"
         kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
         kwargs["dashboard_host"] = "127.0.0.1"
     previous = signal.getsignal(signal.SIGTERM)
     try:
         with without_credentials():
-            ray.init(**kwargs)
+            context = ray.init(**kwargs)
         _keep_handler(signal.SIGTERM, previous)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local Ray runtime"
         raise HpoError(f"cannot start or join Ray at {where}: {' '.join(str(exc).split())[:300]}") from None
+    owned = None if address else ray_leftovers.record(str(context.address_info.get("session_dir") or ""))
     try:
         yield
     finally:
         ray.shutdown()
+        ray_leftovers.release(owned)
 
 
 def _keep_handler(signum: int, previous) -> None:

@@ -323,3 +323,40 @@ def _children_of(pid: int) -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
     return out
+
+
+def test_leftovers_of_a_killed_serves_ray_runtime_are_stopped_by_the_next_one(tmp_path):
+    """`kill -9` of hpo serve leaves Ray's agents of the runtime it started running; the next
+    hpo process that starts a runtime on this machine stops them (and its own on exit)."""
+    from hpo.ray_leftovers import processes_of
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HPO_STORAGE", "HPO_RAY_ADDRESS")}
+    env["HPO_STATE_DIR"] = str(tmp_path / "state")
+    records = tmp_path / "state" / "ray-runtimes"
+    url = f"sqlite:///{tmp_path}/s.db"
+
+    def serve(log: str) -> tuple[subprocess.Popen, str]:
+        proc = subprocess.Popen([HPO, "serve", "--storage", url, "--poll", "0.5"], env=env,
+                                stdout=(tmp_path / log).open("w"), stderr=subprocess.STDOUT)
+        record = records / f"{proc.pid}.json"
+        deadline = time.monotonic() + 120
+        while not record.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert record.exists(), (tmp_path / log).read_text()[-2000:]
+        return proc, json.loads(record.read_text())["session_dir"]
+
+    first, session = serve("a.log")
+    first.kill()
+    first.wait(timeout=30)
+    time.sleep(3)  # the raylet and GCS notice their parent's death; the agents do not
+    second, own = serve("b.log")
+    try:
+        deadline = time.monotonic() + 30
+        while processes_of(session) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert processes_of(session) == [], "the killed serve's Ray processes are still running"
+        assert processes_of(own), "the second serve's own runtime is not running"
+    finally:
+        assert stop(second) == 0
+    assert not (records / f"{second.pid}.json").exists()
+    assert processes_of(own) == []
