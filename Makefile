@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test dashboard bench bench-smoke clean
+.PHONY: install demo test test-oldest-optuna dashboard bench bench-smoke clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,15 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest --durations=15
+
+# The owned storage's differential test on the oldest Optuna pyproject.toml allows (the newest
+# runs the whole suite, Optuna's storage contract included): a small second environment.
+OLDEST_OPTUNA ?= 4.5.0
+test-oldest-optuna:
+	$(PYTHON) -m venv .venv-oldest
+	.venv-oldest/bin/python -m pip install --quiet -c constraints.txt "optuna==$(OLDEST_OPTUNA)" sqlalchemy pytest
+	.venv-oldest/bin/python -m pip install --quiet --no-deps -e .
+	.venv-oldest/bin/python -m pytest --noconftest -p no:cacheprovider -q tests/test_owned_storage_differential.py
 
 dashboard: install
 	$(BIN)/hpo dashboard --storage sqlite:///demo.db

@@ -29,6 +29,7 @@ from hpo.backend import Finished, Report, Slot, TrialBackend
 from hpo.clock import Clock, SystemClock
 from hpo.errors import HpoError
 from hpo.jobs import JobState
+from hpo.optuna_adapter import trial_id as id_of
 from hpo.recorder import ATTEMPT_ATTR, INFO_ATTR, RETRY_OF_ATTR, StudyRecorder, was_stopped
 from hpo.spec import StudySpec
 from workers.runner import TrialOutcome, TrialTask
@@ -320,10 +321,10 @@ class StudyDriver:
         params = self.spec.search_space.sample(trial)
         attempt = int(trial.user_attrs.get(ATTEMPT_ATTR, 1))
         self.recorder.attempt_started(
-            trial._trial_id, trial.number, attempt, trial.user_attrs.get(RETRY_OF_ATTR), self.lease_s
+            id_of(trial), trial.number, attempt, trial.user_attrs.get(RETRY_OF_ATTR), self.lease_s
         )
         self.recorder.flush()  # its parameters and attempt row are stored before it runs
-        key = f"{trial._trial_id}-{uuid.uuid4().hex[:8]}"
+        key = f"{id_of(trial)}-{uuid.uuid4().hex[:8]}"
         task = TrialTask(
             key=key,
             box=self._box,
@@ -412,7 +413,7 @@ class StudyDriver:
             return
         self._running.pop(prepared.task.key)
         why = "the study is stopping" if stopping else "the study's timeout was reached"
-        self.recorder.fail(prepared.trial._trial_id, prepared.trial.number, f"not started: {why}",
+        self.recorder.fail(id_of(prepared.trial), prepared.trial.number, f"not started: {why}",
                            {"attempt": prepared.attempt, "retried": False}, stopped=True)
         self.counts.stopped += 1
 
@@ -459,11 +460,11 @@ class StudyDriver:
         else:
             retried = infrastructure and self._retry(run.params, run.attempt, run.trial.number)
             info["retried"] = retried
-            frozen = self.recorder.fail(run.trial._trial_id, run.trial.number, outcome.error or "failed", info)
+            frozen = self.recorder.fail(id_of(run.trial), run.trial.number, outcome.error or "failed", info)
             if frozen is not None:
                 self._count_failure(outcome.error or "", retried)
         if frozen is None:
-            self._count_finished_elsewhere(run.trial._trial_id)
+            self._count_finished_elsewhere(id_of(run.trial))
         if frozen is not None:
             log.debug("trial %d %s after %.2f s (worker pid %s)", frozen.number, frozen.state.name.lower(),
                       outcome.duration, outcome.pid)
@@ -526,7 +527,7 @@ class StudyDriver:
             attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 1))
             retried = self._retry(frozen.params, attempt, frozen.number)
             reason = "its owner stopped before the trial finished (driver or serve died)"
-            self.recorder.fail(frozen._trial_id, frozen.number, reason, {"attempt": attempt, "retried": retried},
+            self.recorder.fail(id_of(frozen), frozen.number, reason, {"attempt": attempt, "retried": retried},
                                stopped=True)
         for frozen in self.recorder.trials():
             state = frozen.state
@@ -546,7 +547,7 @@ class StudyDriver:
         """A trial left RUNNING that this driver does not run (e.g. an ask whose reply was lost
         in a database outage and was retried) is failed, so nothing stays RUNNING."""
         for frozen in self.recorder.trials(states=(TrialState.RUNNING,)):
-            self.recorder.fail(frozen._trial_id, frozen.number, "orphaned: never dispatched (store outage)",
+            self.recorder.fail(id_of(frozen), frozen.number, "orphaned: never dispatched (store outage)",
                                stopped=True)
 
     def _fail_left_running(self, reason: str) -> None:
@@ -554,7 +555,7 @@ class StudyDriver:
         sampler) is failed too, so a study that ends FAILED keeps nothing RUNNING."""
         try:
             for frozen in self.recorder.trials(states=(TrialState.RUNNING,)):
-                self.recorder.fail(frozen._trial_id, frozen.number, reason, stopped=True)
+                self.recorder.fail(id_of(frozen), frozen.number, reason, stopped=True)
             self.recorder.flush()
         except Exception:  # the database may be what failed; the next owner cleans up
             pass
@@ -567,7 +568,7 @@ class StudyDriver:
             if reason is None:
                 continue
             try:
-                if self.recorder.fail(run.trial._trial_id, run.trial.number, reason,
+                if self.recorder.fail(id_of(run.trial), run.trial.number, reason,
                                       {"attempt": run.attempt, "retried": False}, stopped=True) is not None:
                     self.counts.stopped += 1
             except Exception:  # the database may be what failed; the next owner cleans up

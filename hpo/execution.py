@@ -12,6 +12,7 @@ from hpo.backend import TrialBackend
 from hpo.driver import DriverResult, LeaseLost, Observer, StudyDriver
 from hpo.errors import StudyMissing
 from hpo.jobs import Jobs, JobState
+from hpo.optuna_adapter import may_own
 from hpo.owned_storage import OwnedStudyStorage
 from hpo.queries import study_exists
 from hpo.spec import StudySpec
@@ -46,8 +47,10 @@ def run_job(
         jobs.finish(spec.name, owner, JobState.FAILED, str(error))
         raise error
     try:
-        # We hold the lease: the study's reads can come from memory, its writes still go to SQL.
-        storage = OwnedStudyStorage(store.optuna, spec.name, engine=store.writer)
+        # We hold the lease: the study's reads can come from memory, its writes still go to SQL
+        # (batched) — where the Optuna version and the store's schema are ones hpo was tested with.
+        storage = (OwnedStudyStorage(store.optuna, spec.name, engine=store.writer) if may_own(store.optuna)
+                   else store.optuna)
         study = optuna.load_study(
             study_name=spec.name, storage=storage, sampler=spec.build_sampler(), pruner=spec.build_pruner()
         )

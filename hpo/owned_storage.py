@@ -36,15 +36,16 @@ from typing import Any
 from optuna.distributions import BaseDistribution, check_distribution_compatibility, distribution_to_json
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RDBStorage
-from optuna.storages._rdb import models
-from optuna.study._frozen import FrozenStudy
-from optuna.study._study_direction import StudyDirection
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Table
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import Executable
+
+from hpo.optuna_adapter import FrozenStudy, models
+from hpo.optuna_adapter import trial_id as id_of
 
 Op = Callable[[Session], None]
 
@@ -96,9 +97,19 @@ class OwnedStudyStorage(BaseStorage):
     def _remember(self, trial: FrozenTrial) -> None:
         assert trial.number == len(self._trials), "trials must arrive in number order"
         self._trials.append(trial)
-        self._by_id[trial._trial_id] = trial
+        self._by_id[id_of(trial)] = trial
         for name, distribution in trial.distributions.items():
             self._distributions.setdefault(name, distribution)
+
+    def _change(self, trial: FrozenTrial, **fields: Any) -> FrozenTrial:
+        """Copy-on-write: the mirror gets a changed copy of the trial, so trial objects handed out
+        by ``get_all_trials(deepcopy=False)`` never change under their reader (Optuna's contract)."""
+        changed = copy.copy(trial)
+        for name, value in fields.items():
+            setattr(changed, name, value)
+        self._trials[changed.number] = changed
+        self._by_id[id_of(changed)] = changed
+        return changed
 
     def _owned(self, study_id: int) -> bool:
         return study_id == self.study_id
@@ -246,12 +257,12 @@ class OwnedStudyStorage(BaseStorage):
         self._catch_up()
         self._unsure = True
         if template_trial is not None:  # an enqueued or added trial: Optuna's own path (rare)
-            frozen = self.backend._create_new_trial(study_id, template_trial)
+            frozen = self.backend.get_trial(self.backend.create_new_trial(study_id, template_trial))
         else:
             frozen = self._write(partial(self._insert_trial, len(self._trials), datetime.now()))
         self._unsure = False
         self._remember(frozen)
-        return frozen._trial_id
+        return id_of(frozen)
 
     def _insert_trial(self, number: int, start: datetime, session: Session) -> FrozenTrial:
         table = models.TrialModel.__table__
@@ -286,15 +297,15 @@ class OwnedStudyStorage(BaseStorage):
             check_distribution_compatibility(previous, distribution)
         row = dict(trial_id=trial_id, param_name=param_name, param_value=param_value_internal,
                    distribution_json=distribution_to_json(distribution))
-        self._queue(("param", trial_id, param_name), param_name in trial._params, models.TrialParamModel, row,
+        self._queue(("param", trial_id, param_name), param_name in trial.params, models.TrialParamModel, row,
                     ("trial_id", "param_name"))
-        trial._params[param_name] = distribution.to_external_repr(param_value_internal)
-        trial._distributions[param_name] = distribution
+        self._change(trial, params={**trial.params, param_name: distribution.to_external_repr(param_value_internal)},
+                     distributions={**trial.distributions, param_name: distribution})
         self._distributions.setdefault(param_name, distribution)
 
     def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
         if self._owned(study_id) and 0 <= trial_number < len(self._trials):
-            return self._trials[trial_number]._trial_id
+            return id_of(self._trials[trial_number])
         return self.backend.get_trial_id_from_study_id_trial_number(study_id, trial_number)
 
     def set_trial_state_values(
@@ -339,15 +350,16 @@ class OwnedStudyStorage(BaseStorage):
         except UpdateFinishedTrialError:
             # Finished by someone else (the study was taken over): drop what we queued for it.
             self._drop_pending(trial_id)
-            trial.state = self.backend.get_trial(trial_id).state
+            self._change(trial, state=self.backend.get_trial(trial_id).state)
             raise
-        trial.state = state
+        changes: dict[str, Any] = {"state": state}
         if values is not None:
-            trial.values = list(values)
+            changes["values"] = list(values)
         if state == TrialState.RUNNING:
-            trial.datetime_start = now
+            changes["datetime_start"] = now
         if state.is_finished():
-            trial.datetime_complete = now
+            changes["datetime_complete"] = now
+        self._change(trial, **changes)
         return True
 
     def set_trial_start(self, trial_id: int, when: datetime) -> None:
@@ -359,7 +371,7 @@ class OwnedStudyStorage(BaseStorage):
             return
         row = dict(trial_id=trial_id, datetime_start=when)
         self._queue(("start", trial_id), True, models.TrialModel, row, ("trial_id",))
-        trial.datetime_start = when
+        self._change(trial, datetime_start=when)
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
         trial = self._updatable(trial_id)
@@ -370,25 +382,25 @@ class OwnedStudyStorage(BaseStorage):
         stored, kind = model.intermediate_value_to_stored_repr(intermediate_value)
         row = dict(trial_id=trial_id, step=step, intermediate_value=stored, intermediate_value_type=kind)
         self._queue(("report", trial_id, step), step in trial.intermediate_values, model, row, ("trial_id", "step"))
-        trial.intermediate_values[step] = intermediate_value
+        self._change(trial, intermediate_values={**trial.intermediate_values, step: intermediate_value})
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._set_attr(models.TrialUserAttributeModel, "_user_attrs", trial_id, key, value)
+        self._set_attr(models.TrialUserAttributeModel, "user_attrs", trial_id, key, value)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._set_attr(models.TrialSystemAttributeModel, "_system_attrs", trial_id, key, value)
+        self._set_attr(models.TrialSystemAttributeModel, "system_attrs", trial_id, key, value)
 
     def _set_attr(self, model: type, field: str, trial_id: int, key: str, value: Any) -> None:
         trial = self._updatable(trial_id)
         if trial is None:
-            (self.backend.set_trial_user_attr if field == "_user_attrs" else self.backend.set_trial_system_attr)(
+            (self.backend.set_trial_user_attr if field == "user_attrs" else self.backend.set_trial_system_attr)(
                 trial_id, key, value
             )
             return
         attrs = getattr(trial, field)
         row = dict(trial_id=trial_id, key=key, value_json=json.dumps(value))
         self._queue((model.__tablename__, trial_id, key), key in attrs, model, row, ("trial_id", "key"))
-        attrs[key] = copy.deepcopy(value)
+        self._change(trial, **{field: {**attrs, key: copy.deepcopy(value)}})
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         trial = self._by_id.get(trial_id)

@@ -27,6 +27,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.sql import Executable
 
 from hpo.jobs import utcnow
+from hpo.optuna_adapter import inside_optimize, stop_requested, storage_of, study_id_of
+from hpo.optuna_adapter import trial_id as id_of
 from hpo.owned_storage import OwnedStudyStorage
 from hpo.schema import trial_attempts
 
@@ -91,7 +93,7 @@ class StudyRecorder:
         self.engine = engine  # hpo's tables; None when driving a bare Optuna study
         self.outage_timeout = outage_timeout
         self._multi_objective = len(study.directions) > 1
-        self.storage = study._storage
+        self.storage = storage_of(study)
         self._batched = isinstance(self.storage, OwnedStudyStorage)
 
     # -- resilience -------------------------------------------------------------------------
@@ -124,7 +126,7 @@ class StudyRecorder:
         """The trial's worker started it at ``when`` (queued writes; Optuna stamped the ask)."""
         if self._batched:
             try:
-                self.storage.set_trial_start(trial._trial_id, when)
+                self.storage.set_trial_start(id_of(trial), when)
             except UpdateFinishedTrialError:
                 pass
 
@@ -137,7 +139,7 @@ class StudyRecorder:
                 # Optuna neither stores nor prunes reports of multi-objective trials; keep the
                 # learning curve visible anyway, and never prune.
                 self._retrying(
-                    "report", lambda: self.storage.set_trial_intermediate_value(trial._trial_id, step, value)
+                    "report", lambda: self.storage.set_trial_intermediate_value(id_of(trial), step, value)
                 )
                 return False
             # Optuna keeps the first value of a step reported twice, so a retried report is harmless.
@@ -149,14 +151,14 @@ class StudyRecorder:
     def store_missing_reports(self, trial: optuna.Trial, reports: dict[int, float]) -> None:
         """Store intermediate values the worker sent that are not stored yet (a report still in
         flight when its trial finished), so every learning curve is complete before the tell."""
-        current = self._retrying("read", lambda: self.storage.get_trial(trial._trial_id))
+        current = self._retrying("read", lambda: self.storage.get_trial(id_of(trial)))
         if current.state.is_finished():
             return  # finished by someone else meanwhile: its curve is what they left
         for step, value in sorted(reports.items()):
             if step not in current.intermediate_values:
                 try:
                     self._retrying(
-                        "report", lambda: self.storage.set_trial_intermediate_value(trial._trial_id, step, value)
+                        "report", lambda: self.storage.set_trial_intermediate_value(id_of(trial), step, value)
                     )
                 except UpdateFinishedTrialError:
                     return
@@ -172,14 +174,14 @@ class StudyRecorder:
                 trial.set_constraint(key, value)  # samplers read these; feasible when all <= 0
             return self._tell(trial, values if self._multi_objective else values[0])
 
-        return self._finish(trial._trial_id, trial.number, TrialState.COMPLETE, None, write)
+        return self._finish(id_of(trial), trial.number, TrialState.COMPLETE, None, write)
 
     def prune(self, trial: optuna.Trial, info: dict[str, Any]) -> FrozenTrial | None:
         def write() -> FrozenTrial:
             trial.set_user_attr(INFO_ATTR, info)
             return self._tell(trial, state=TrialState.PRUNED)
 
-        return self._finish(trial._trial_id, trial.number, TrialState.PRUNED, None, write)
+        return self._finish(id_of(trial), trial.number, TrialState.PRUNED, None, write)
 
     def fail(
         self, trial_id: int, number: int, reason: str, info: dict[str, Any] | None = None, *, stopped: bool = False
@@ -235,17 +237,13 @@ class StudyRecorder:
         # Samplers that run out of points (grid, bruteforce) call study.stop() from after_trial,
         # which Optuna only allows inside study.optimize(). Mark the tell as such so the stop is
         # recorded (see `exhausted`) instead of raising before the trial is finished.
-        local = self.study._thread_local
-        local.in_optimize_loop = True
-        try:
+        with inside_optimize(self.study):
             return self.study.tell(*args, skip_if_finished=True, **kwargs)
-        finally:
-            local.in_optimize_loop = False
 
     @property
     def exhausted(self) -> bool:
         """True once the sampler said it has nothing left to sample."""
-        return bool(getattr(self.study, "_stop_flag", False))
+        return stop_requested(self.study)
 
     def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
         return self._retrying("read", lambda: self.study.get_trials(deepcopy=False, states=states))
@@ -272,7 +270,7 @@ class StudyRecorder:
     def attempt_finished(self, number: int, state: str, reason: str | None = None) -> None:
         if self.engine is None:
             return
-        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id_of(self.study), number)
         self._write_attempt(self._attempt_end(number, state, reason), trial_id, ("attempt-end", number))
 
     def _attempt_end(self, number: int, state: str, reason: str | None) -> Executable:
