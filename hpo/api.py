@@ -15,6 +15,7 @@ from typing import Any
 
 import optuna
 
+from hpo.defaults import LEASE_S, MAX_STUDIES, POLL_S
 from hpo.driver import LeaseLost, Observer, plan_placement, trial_slot
 from hpo.errors import HpoError, StudyMissing
 from hpo.execution import run_job
@@ -167,7 +168,7 @@ def _drive(store: Store, spec: StudySpec, observer: Observer | None, backend=Non
     else:
         jobs.set_state(spec.name, JobState.QUEUED, allowed_from={existing.state}, spec_json=spec.to_json())
     owner = default_owner()
-    if not jobs.claim(spec.name, owner, lease_s=30.0):
+    if not jobs.claim(spec.name, owner, lease_s=LEASE_S):
         raise HpoError(f"study {spec.name!r} is being run by another owner")
     try:
         run_job(store, spec, owner, observer=observer, backend=backend)
@@ -179,9 +180,9 @@ def serve(
     *,
     storage: str | None = None,
     ray_address: str | None = None,
-    max_studies: int = 8,
+    max_studies: int = MAX_STUDIES,
     stop: threading.Event | None = None,
-    poll_s: float = 2.0,
+    poll_s: float = POLL_S,
     lease_s: float | None = None,
     stop_on_signals: bool = False,
 ) -> None:

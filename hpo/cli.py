@@ -10,7 +10,7 @@ import sys
 import click
 from rich.console import Console as RichConsole
 
-from hpo import __version__, api
+from hpo import __version__, api, defaults
 from hpo.errors import HpoError
 from hpo.formats import FORMATS, to_csv, to_json
 
@@ -181,11 +181,11 @@ def submit(spec: str, storage: str | None, name: str | None, n_trials: int | Non
 @cli.command()
 @storage_option
 @ray_option
-@click.option("--max-studies", default=8, show_default=True, type=click.IntRange(min=1),
+@click.option("--max-studies", default=defaults.MAX_STUDIES, show_default=True, type=click.IntRange(min=1),
               help="Studies run at once; the cluster is shared evenly between them.")
-@click.option("--poll", "poll_s", default=2.0, show_default=True, type=click.FloatRange(min=0.1),
+@click.option("--poll", "poll_s", default=defaults.POLL_S, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds between looks for queued studies.")
-@click.option("--lease", "lease_s", default=30.0, show_default=True, type=click.FloatRange(min=1.0),
+@click.option("--lease", "lease_s", default=defaults.LEASE_S, show_default=True, type=click.FloatRange(min=1.0),
               help="Seconds without a renewal after which another serve takes a study over.")
 @handle_errors
 def serve(storage: str | None, ray_address: str | None, max_studies: int, poll_s: float, lease_s: float) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from hpo.backend import Finished, Report, Slot, TrialBackend
 from hpo.clock import Clock, SystemClock
+from hpo.defaults import LEASE_S
 from hpo.errors import HpoError
 from hpo.jobs import JobState
 from hpo.optuna_adapter import trial_id as id_of
@@ -171,7 +172,7 @@ class StudyDriver:
         concurrency_cap: Callable[[], int] | None = None,
         owner: str = "",
         engine: Engine | None = None,
-        lease_s: float = 30.0,
+        lease_s: float = LEASE_S,
         backend: TrialBackend | None = None,
         clock: Clock | None = None,
     ) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import optuna
 
 from hpo.backend import TrialBackend
+from hpo.defaults import HEARTBEAT_S, LEASE_S
 from hpo.driver import DriverResult, LeaseLost, Observer, StudyDriver
 from hpo.errors import StudyMissing
 from hpo.jobs import Jobs, JobState
@@ -18,8 +19,6 @@ from hpo.queries import study_exists
 from hpo.spec import StudySpec
 from hpo.store import Store
 
-LEASE_S = 30.0  # a job whose owner stopped renewing for this long can be taken over
-HEARTBEAT_S = 5.0  # how often an owner renews its lease (and notices a cancel)
 
 
 def run_job(

@@ -19,7 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from hpo.driver import LeaseLost, plan_placement
 from hpo.errors import HpoError, RuntimeLost, StudyMissing
-from hpo.execution import HEARTBEAT_S, LEASE_S, run_job
+from hpo.defaults import HEARTBEAT_S, KEEP_IDLE_WORKERS_S, LEASE_S, MAX_STUDIES, POLL_S
+from hpo.execution import run_job
 from hpo.jobs import Job, Jobs, JobState, default_owner
 from hpo.queries import study_exists
 from hpo.ray_backend import POOL, RayBackend
@@ -30,9 +31,6 @@ from hpo.submission import check_objective
 
 log = logging.getLogger("hpo.serve")
 
-# A study's workers stay this long after it ends, for a next study of the same kind (same
-# objective file, import path and resources): it starts on warm processes.
-KEEP_IDLE_WORKERS_S = 60.0
 
 
 class FairShare:
@@ -80,8 +78,8 @@ class Server:
         self,
         store: Store,
         *,
-        max_studies: int = 8,
-        poll_s: float = 2.0,
+        max_studies: int = MAX_STUDIES,
+        poll_s: float = POLL_S,
         lease_s: float = LEASE_S,
         heartbeat_s: float = HEARTBEAT_S,
         owner: str | None = None,

@@ -101,3 +101,21 @@ def postgres_url(_postgres_server: str):
 @pytest.fixture
 def mysql_url(_mysql_server: str):
     yield from _fresh_database(_mysql_server, "CREATE DATABASE `{name}`", "DROP DATABASE `{name}`")
+
+
+# Whole modules whose tests start `hpo` processes, Ray clusters or torch training.
+SLOW_MODULES = {
+    "test_api", "test_cli", "test_cli_verbs", "test_dashboard", "test_examples", "test_faults",
+    "test_multiobjective", "test_outside_changes", "test_report", "test_service", "test_workloads",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers from what a test uses: `slow` (the session's Ray, or a slow module), `integration`
+    (a database server). `pytest -m "not slow and not integration"` is the quick run."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & {"postgres_url", "mysql_url", "_postgres_server", "_mysql_server"}:
+            item.add_marker(pytest.mark.integration)
+        if "ray_runtime" in names or item.module.__name__ in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

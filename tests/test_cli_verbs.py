@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from types import SimpleNamespace
 
 import optuna
@@ -143,15 +142,13 @@ def test_list_table_and_json(shared):
 
 def test_status_table_json_and_watch(shared):
     study = load(shared.url, DONE)
-    start = time.monotonic()
     as_dict, table, watched = hpo_many(
         ["status", DONE, "--json", "--storage", shared.url],
         ["status", DONE, "--storage", shared.url],
-        # --watch on a finished study draws once and returns at once (not even one 30 s wait).
-        ["status", DONE, "--watch", "--interval", "30", "--storage", shared.url],
-        timeout=60,
+        # --watch on a finished study draws once and returns: one wait of an hour would time out
+        ["status", DONE, "--watch", "--interval", "3600", "--storage", shared.url],
+        timeout=120,
     )
-    elapsed = time.monotonic() - start
     summary = as_json(as_dict)
     assert summary["study_name"] == DONE and summary["state"] == "COMPLETED" and summary["storage"] == shared.url
     assert summary["n_trials"] == DONE_N and summary["complete"] + summary["pruned"] == DONE_N
@@ -171,7 +168,6 @@ def test_status_table_json_and_watch(shared):
         assert f"{DONE_N} of {DONE_N} finished" in text
         assert f"{study.best_value:.6g} (trial {study.best_trial.number})" in text
         assert result.stderr == ""
-    assert elapsed < 20, f"status --watch on a finished study took {elapsed:.1f} s"
 
 
 def test_every_read_verb_speaks_json_and_csv(shared):
