@@ -146,7 +146,7 @@ def test_sigterm_hands_running_trials_back_and_the_next_serve_finishes(tmp_path)
         assert stop(serve) == 0
     mid = api.status("slow", storage=url)
     assert mid.state == "INTERRUPTED" and mid.running == 0 and mid.complete < 10
-    assert "handed back" in (tmp_path / "a.log").read_text() or mid.failed >= 0
+    assert mid.stopped >= 1 and mid.failed == 0  # the running trials were handed back, not failed
     finish_with_a_new_serve(tmp_path, url, 10)
 
 
