@@ -1,8 +1,8 @@
-"""Alembic environment for hpo's own tables. Run through hpo.migrations (or `hpo db upgrade`)."""
+"""Alembic environment for hpo's own tables. Run through hpo.store.migrations (or `hpo db upgrade`)."""
 
 from alembic import context
 
-from hpo.schema import VERSION_TABLE, metadata
+from hpo.store.schema import VERSION_TABLE, metadata
 
 engine = context.config.attributes["engine"]
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import optuna
 
-import hpo.ray_runtime  # noqa: F401  (Ray's auth mode before Ray loads)
+import hpo.run.ray_runtime  # noqa: F401  (Ray's auth mode before Ray loads)
 import ray
 from hpo import api
-from hpo.spec import parse_spec
+from hpo.spec.study import parse_spec
 from workers.builtin.analytic import HARTMANN6_MIN
 
 SAMPLERS = {

@@ -16,16 +16,17 @@ from typing import Any
 import optuna
 
 from hpo.defaults import LEASE_S, MAX_STUDIES, POLL_S
-from hpo.driver import LeaseLost, Observer, plan_placement, trial_slot
+from hpo.run.driver import LeaseLost, plan_placement, trial_slot
+from hpo.run.events import Observer
 from hpo.errors import HpoError, StudyMissing
-from hpo.execution import run_job
-from hpo.jobs import FINISHED, Jobs, JobState, default_owner
-from hpo.queries import (
-    StudySummary, export_study, get_job, list_jobs, study_exists, summarize, summarize_or_missing, trial_rows,
+from hpo.run.execution import run_job
+from hpo.store.jobs import FINISHED, Jobs, JobState, default_owner
+from hpo.read.queries import (
+    StudySummary, export_study, get_job, list_jobs, summarize, summarize_or_missing, trial_rows,
 )
-from hpo.spec import StudySpec, load_spec
-from hpo.store import Store
-from hpo.submission import apply_objective_check, check_new_study, check_objective, create_study, locate_objective
+from hpo.spec.study import StudySpec, load_spec
+from hpo.store.database import Store
+from hpo.run.submission import apply_objective_check, check_new_study, check_objective, create_study, locate_objective
 
 __all__ = [
     "HpoError", "StudySummary", "best", "cancel", "delete", "export", "list_studies", "resume",
@@ -119,8 +120,8 @@ def run(
     locate_objective(spec)  # a typo fails at once; the import itself is checked in a worker
     if kind == "local":
         return _run_local(spec, storage, observer)
-    from hpo.ray_backend import prepare_workers
-    from hpo.ray_runtime import ray_session
+    from hpo.run.ray_backend import prepare_workers
+    from hpo.run.ray_runtime import ray_session
 
     with _store(storage) as store:
         store.check()
@@ -138,7 +139,7 @@ def run(
 
 
 def _run_local(spec: StudySpec, storage: str | None, observer: Observer | None) -> StudySummary:
-    from hpo.local_backend import LocalBackend
+    from hpo.run.local_backend import LocalBackend
 
     started = time.monotonic()
     backend = LocalBackend()
@@ -188,8 +189,8 @@ def serve(
 ) -> None:
     """Run queued studies until ``stop`` is set, or with ``stop_on_signals`` until SIGTERM or
     SIGINT (a second one forces the exit)."""
-    from hpo.ray_runtime import ray_session
-    from hpo.service import Server, stop_on_signals as install
+    from hpo.run.ray_runtime import ray_session
+    from hpo.run.service import Server, stop_on_signals as install
 
     stop = stop or threading.Event()
     with _store(storage) as store:
@@ -254,7 +255,7 @@ def resume(name: str, *, storage: str | None = None, n_trials: int | None = None
         job = get_job(store, name)
         if job.state in (JobState.QUEUED, JobState.RUNNING):
             raise HpoError(f"study {name!r} is already {job.state.lower()}")
-        if not study_exists(store, name):
+        if not store.has_study(name):
             raise StudyMissing(name)
         spec = StudySpec.from_json(job.spec)
         if n_trials is not None:
@@ -280,7 +281,7 @@ def check_deletable(name: str, *, storage: str | None = None) -> bool:
         job = get_job(store, name)
         if job.state == JobState.RUNNING:
             raise HpoError(f"study {name!r} is running; cancel it first")
-        return study_exists(store, name)
+        return store.has_study(name)
 
 
 def delete(name: str, *, storage: str | None = None) -> str:
@@ -300,7 +301,7 @@ def delete(name: str, *, storage: str | None = None) -> str:
 def report(name: str, *, storage: str | None = None, output_dir=None, cpu_watts: float | None = None,
            gpu_watts: float | None = None) -> Path:
     """Write the study's HTML report (and PNG images); returns the HTML file's path."""
-    from hpo.report import report as write
+    from hpo.read.report import report as write
 
     return write(name, storage=storage, output_dir=output_dir, cpu_watts=cpu_watts, gpu_watts=gpu_watts)
 

@@ -12,7 +12,7 @@ from rich.console import Console as RichConsole
 
 from hpo import __version__, api, defaults
 from hpo.errors import HpoError
-from hpo.formats import FORMATS, to_csv, to_json
+from hpo.read.formats import FORMATS, to_csv, to_json
 
 storage_option = click.option(
     "--storage", envvar="HPO_STORAGE", show_envvar=True, default=None,
@@ -234,7 +234,7 @@ def status(
     """Show a study's state, trial counts, best value, and the compute it used and saved.
 
     With --watch and --format json (csv), one JSON object (CSV row) per redraw."""
-    from hpo.accounting import with_watts
+    from hpo.read.accounting import with_watts
     from hpo.progress import summary_table, watch_lines, watch_status
 
     def fetch():
@@ -344,7 +344,7 @@ def report_(
     gap_threshold: float, no_png: bool,
 ) -> None:
     """Write a study report: one self-contained HTML file with plots, and PNG images."""
-    from hpo.report import write_report
+    from hpo.read.report import write_report
 
     files = write_report(name, storage=storage, output_dir=output_dir, cpu_watts=cpu_watts,
                          gpu_watts=gpu_watts, gap_threshold=gap_threshold, png=not no_png)
@@ -380,7 +380,7 @@ def delete(name: str, storage: str | None, yes: bool) -> None:
 @handle_errors
 def dashboard(storage: str | None, host: str, port: int, writable: bool | None) -> None:
     """Serve optuna-dashboard on the store (Ctrl-C stops it)."""
-    from hpo.dashboard import serve_dashboard
+    from hpo.read.dashboard import serve_dashboard
 
     serve_dashboard(storage, host=host, port=port, writable=writable)
 

@@ -7,9 +7,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from optuna.trial import FrozenTrial
 
-from hpo.accounting import usage_text
-from hpo.driver import Best, Counts
-from hpo.spec import StudySpec
+from hpo.read.accounting import usage_text
+from hpo.run.events import Best, Counts
+from hpo.spec.study import StudySpec
 
 
 def _fmt(value: float | None) -> str:
@@ -93,7 +93,7 @@ def summary_table(summary) -> Table:
 
 
 def compute_rows(compute: dict | None) -> list[tuple[str, str]]:
-    """The `compute` and `saved by pruning` rows of a summary (see hpo.accounting), in human
+    """The `compute` and `saved by pruning` rows of a summary (see hpo.read.accounting), in human
     units; GPU figures only for a study that used GPUs."""
     if not compute:
         return []

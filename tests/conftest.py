@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import hpo.ray_runtime  # noqa: F401  (sets Ray's auth mode before Ray is imported)
+import hpo.run.ray_runtime  # noqa: F401  (sets Ray's auth mode before Ray is imported)
 import ray
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -47,7 +47,7 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def store(sqlite_url):
     """A Store on a fresh SQLite file."""
-    from hpo.store import Store
+    from hpo.store.database import Store
 
     store = Store(sqlite_url)
     yield store

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hpo.backend import Decision, Events, Finished, Slot, TrialBackend
+from hpo.run.backend import Decision, Events, Finished, Slot, TrialBackend
 from workers.runner import TrialOutcome, TrialTask
 
 

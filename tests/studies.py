@@ -5,9 +5,9 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from hpo.driver import StudyDriver
-from hpo.owned_storage import OwnedStudyStorage
-from hpo.spec import parse_spec
+from hpo.run.driver import StudyDriver
+from hpo.store.owned_storage import OwnedStudyStorage
+from hpo.spec.study import parse_spec
 
 from conftest import TESTS_DIR
 

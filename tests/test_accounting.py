@@ -1,4 +1,4 @@
-"""hpo.accounting on real Optuna trials in a real SQLite store: exact numbers, no Ray."""
+"""hpo.read.accounting on real Optuna trials in a real SQLite store: exact numbers, no Ray."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpo import accounting
-from hpo.accounting import (
+from hpo.read import accounting
+from hpo.read.accounting import (
     energy_kwh,
     epochs_trained,
     full_epochs,
@@ -160,7 +160,7 @@ def test_with_watts_reprices_the_energy_only(study):
 
 
 def test_human_units():
-    from hpo.accounting import human_compute, human_energy, usage_text
+    from hpo.read.accounting import human_compute, human_energy, usage_text
 
     assert [human_energy(k) for k in (0, 1.87e-8, 0.0042, 2.5)] == ["0 Wh", "0.0187 mWh", "4.2 Wh", "2.5 kWh"]
     assert [human_compute(s, "CPU") for s in (0.7, 900, 7200)] == ["0.7 CPU-s", "15 CPU-min", "2 CPU-h"]

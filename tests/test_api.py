@@ -9,8 +9,8 @@ from optuna.trial import TrialState
 
 from hpo import api
 from hpo.errors import HpoError
-from hpo.jobs import Jobs, JobState
-from hpo.store import Store
+from hpo.store.jobs import Jobs, JobState
+from hpo.store.database import Store
 
 from conftest import REPO
 
@@ -78,7 +78,7 @@ def test_study_created_outside_hpo_is_refused(ray_runtime, sqlite_url):
 
 
 def test_enqueue_and_warm_start_seed_a_study(ray_runtime, sqlite_url):
-    from hpo.spec import parse_spec
+    from hpo.spec.study import parse_spec
 
     from conftest import TESTS_DIR
 
@@ -103,7 +103,7 @@ def test_enqueue_and_warm_start_seed_a_study(ray_runtime, sqlite_url):
 
 
 def test_warm_start_from_unknown_study_writes_nothing(ray_runtime, sqlite_url, tmp_path):
-    from hpo.spec import parse_spec
+    from hpo.spec.study import parse_spec
 
     spec = parse_spec(
         {"name": "t", "objective": "builtin:branin", "search_space": "branin", "n_trials": 2,

@@ -23,7 +23,7 @@ from browser import headless_chromium
 from conftest import REPO
 from test_cli import assert_one_line_error
 from hpo import api
-from hpo.store import Store
+from hpo.store.database import Store
 
 HPO = str(Path(sys.executable).parent / "hpo")
 EXAMPLE = REPO / "examples" / "digits-mlp.yaml"
@@ -247,7 +247,7 @@ def _call(app, method: str, path: str, body: dict | None = None) -> tuple[str, b
 def test_a_read_only_dashboard_changes_nothing_a_writable_one_would(tmp_path):
     import optuna
 
-    from hpo.dashboard import build_app
+    from hpo.read.dashboard import build_app
 
     store = Store(f"sqlite:///{tmp_path}/d.db")
     study = optuna.create_study(study_name="watched", storage=store.optuna)
@@ -268,8 +268,8 @@ def test_a_read_only_dashboard_changes_nothing_a_writable_one_would(tmp_path):
 
 
 def test_the_dashboard_is_read_only_by_default_while_a_study_is_run(tmp_path):
-    from hpo.dashboard import serve_is_running
-    from hpo.jobs import Jobs, JobState
+    from hpo.read.dashboard import serve_is_running
+    from hpo.store.jobs import Jobs, JobState
 
     store = Store(f"sqlite:///{tmp_path}/r.db")
     store.upgrade()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from optuna.trial import TrialState
 
-from hpo.driver import StudyDriver, plan_placement, trial_seed
-from hpo.jobs import JobState
-from hpo.recorder import ERROR_ATTR
+from hpo.run.driver import StudyDriver, plan_placement, trial_seed
+from hpo.store.jobs import JobState
+from hpo.store.attrs import ERROR_ATTR
 
 from studies import drive, make_spec, new_study, states
 
@@ -147,8 +147,8 @@ def test_a_running_trial_finished_from_optuna_dashboard_is_neither_lost_nor_run_
     import threading
     import time
 
-    from hpo.dashboard import build_app
-    from hpo.local_backend import LocalBackend
+    from hpo.read.dashboard import build_app
+    from hpo.run.local_backend import LocalBackend
     from test_dashboard import _call
 
     spec = make_spec(name="told-by-hand", objective="objectives:pid_writer", sampler="random", n_trials=6,

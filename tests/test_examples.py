@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from hpo import api
-from hpo.spec import load_spec
+from hpo.spec.study import load_spec
 from workers import Reporter
 
 from conftest import REPO

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from hpo import api
-from hpo.schema import trial_attempts
+from hpo.store.schema import trial_attempts
 
 from conftest import IN_CI
 from studies import make_spec

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from hpo.jobs import Jobs, JobState, utcnow
-from hpo.schema import jobs as jobs_table
+from hpo.store.jobs import Jobs, JobState, utcnow
+from hpo.store.schema import jobs as jobs_table
 
 
 def _queued(store, name: str = "s") -> Jobs:
@@ -60,7 +60,7 @@ def test_a_crash_of_a_job_we_lost_changes_nothing(store):
 
 
 def test_a_store_migrated_before_the_crash_columns_is_still_readable(store):
-    from hpo import migrations
+    from hpo.store import migrations
 
     jobs = _queued(store)
     migrations.downgrade(store.engine, "0002")

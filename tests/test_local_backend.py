@@ -16,10 +16,10 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo import api
-from hpo.driver import StudyDriver
+from hpo.run.driver import StudyDriver
 from hpo.errors import HpoError
-from hpo.local_backend import LocalBackend
-from hpo.spec import parse_spec
+from hpo.run.local_backend import LocalBackend
+from hpo.spec.study import parse_spec
 
 from conftest import TESTS_DIR
 from studies import assert_exact_budget, assert_stopped_at_decision, assert_warm_workers, make_spec, new_study

@@ -6,9 +6,9 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
-from hpo import migrations
-from hpo.schema import VERSION_TABLE
-from hpo.store import Store
+from hpo.store import migrations
+from hpo.store.schema import VERSION_TABLE
+from hpo.store.database import Store
 
 
 def _tables(engine) -> set[str]:

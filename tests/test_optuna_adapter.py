@@ -1,4 +1,4 @@
-"""hpo.optuna_adapter: the one module that touches Optuna's internals, and its version gate."""
+"""hpo.store.optuna_adapter: the one module that touches Optuna's internals, and its version gate."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from hpo import api, optuna_adapter
-from hpo.optuna_adapter import TESTED_OPTUNA, owned_storage_refusal
+from hpo import api
+
+from hpo.store import optuna_adapter
+from hpo.store.optuna_adapter import TESTED_OPTUNA, owned_storage_refusal
 
 from conftest import REPO
 from studies import assert_exact_budget, make_spec

@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from hpo.jobs import utcnow
-from hpo.owned_storage import OwnedStudyStorage
-from hpo.schema import trial_attempts
-from hpo.store import Store
+from hpo.store.jobs import utcnow
+from hpo.store.owned_storage import OwnedStudyStorage
+from hpo.store.schema import trial_attempts
+from hpo.store.database import Store
 
 
 @pytest.fixture(params=["sqlite", "postgres", "mysql"])
@@ -256,7 +256,7 @@ def test_a_tell_whose_reply_was_lost_is_told_once(store):
 def test_the_writer_has_no_ping_and_a_dropped_connection_is_retried(postgres_url, caplog):
     """The driver's writer skips SQLAlchemy's ping per checkout; a connection the server closed
     then fails one write, and the recorder's retry goes through on a fresh connection."""
-    from hpo.recorder import StudyRecorder
+    from hpo.run.recorder import StudyRecorder
 
     store = Store(postgres_url)
     try:
@@ -271,7 +271,7 @@ def test_the_writer_has_no_ping_and_a_dropped_connection_is_retried(postgres_url
         with store.engine.connect() as conn:  # the server drops the writer's (pooled) connection
             conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": writer_pid})
         trial.report(0.5, 0)
-        with caplog.at_level("WARNING", logger="hpo.driver"):
+        with caplog.at_level("WARNING", logger="hpo.run.driver"):
             recorder.flush()  # the first try meets the dead connection (no ping); the retry writes
         assert "store unreachable during flush" in caplog.text
         assert storage.pending == 0

@@ -19,7 +19,7 @@ from optuna.study import StudyDirection
 from optuna.testing.pytest_storages import StorageTestCase
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.owned_storage import OwnedStudyStorage
+from hpo.store.owned_storage import OwnedStudyStorage
 
 
 class OwnEveryStudy(BaseStorage):

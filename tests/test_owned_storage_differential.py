@@ -12,7 +12,7 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from hpo.owned_storage import OwnedStudyStorage
+from hpo.store.owned_storage import OwnedStudyStorage
 
 
 def _write_sequence(study: optuna.Study) -> None:

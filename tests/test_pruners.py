@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from optuna.trial import TrialState
 
-from hpo.pruners import PRUNERS
+from hpo.spec.pruners import PRUNERS
 
 from studies import HARTMANN6, assert_exact_budget, assert_stopped_at_decision, drive, make_spec, states
 

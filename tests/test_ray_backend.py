@@ -7,10 +7,10 @@ import sys
 import pytest
 
 
-from hpo.driver import StudyDriver, plan_placement
+from hpo.run.driver import StudyDriver, plan_placement
 from hpo.errors import HpoError
-from hpo.ray_backend import POOL, RayBackend, prepare_workers
-from hpo.spec import parse_spec
+from hpo.run.ray_backend import POOL, RayBackend, prepare_workers
+from hpo.spec.study import parse_spec
 
 from studies import assert_exact_budget, assert_warm_workers, drive, make_spec, new_study, worker_runs
 

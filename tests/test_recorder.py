@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from hpo.recorder import StudyRecorder, _is_outage
+from hpo.run.recorder import StudyRecorder, _is_outage
 
 
 def _error_of(engine: sa.Engine, *statements: str) -> sa.exc.DBAPIError:

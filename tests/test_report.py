@@ -19,7 +19,7 @@ from optuna.trial import TrialState, create_trial
 
 from conftest import IN_CI, REPO
 from hpo import api
-from hpo.report import DATA_ID, SLICE_PARAMS, build_figures, timeline_lanes, trial_gap, write_report
+from hpo.read.report import DATA_ID, SLICE_PARAMS, build_figures, timeline_lanes, trial_gap, write_report
 from studies import make_spec
 from browser import CHROMIUM, headless_chromium
 from test_cli import assert_one_line_error
@@ -278,7 +278,7 @@ def test_timeline_packs_concurrent_trials_into_worker_slots():
 
 
 def test_nodes_are_named_by_host_and_told_apart_when_they_share_one():
-    from hpo.accounting import node_labels
+    from hpo.read.accounting import node_labels
 
     def on(node, host):
         trial = _trial(0, 0.5, 0.5)

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from optuna.trial import TrialState
 
-from hpo.driver import plan_placement
+from hpo.run.driver import plan_placement
 from hpo.errors import HpoError
 
 from studies import assert_exact_budget, drive, make_spec

@@ -7,7 +7,7 @@ import itertools
 import pytest
 from optuna.trial import TrialState
 
-from hpo.samplers import SAMPLERS, grid_of
+from hpo.spec.samplers import SAMPLERS, grid_of
 
 from studies import HARTMANN6, assert_exact_budget, drive, make_spec
 
@@ -80,7 +80,7 @@ def test_bruteforce_enumerates_a_discrete_space(ray_runtime, store):
 
 @pytest.mark.parametrize("sampler", ["random", "tpe", "qmc"])
 def test_a_seed_makes_a_run_repeatable(ray_runtime, sqlite_url, tmp_path, sampler):
-    from hpo.store import Store
+    from hpo.store.database import Store
 
     runs = []
     for i in range(2):

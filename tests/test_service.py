@@ -177,7 +177,7 @@ def test_the_readmes_cluster_recipe_runs_a_study_on_both_nodes(tmp_path):
 
 
 def test_fair_share_runs_no_more_studies_than_hold_one_trial_each():
-    from hpo.service import FairShare
+    from hpo.run.service import FairShare
 
     share = FairShare(capacity=lambda: (2.0, 1.0))
     one_cpu = make_spec(resources={"cpu": 1})
@@ -201,9 +201,9 @@ def test_a_study_whose_driver_crashes_every_time_ends_failed_instead_of_looping(
 
     import sqlalchemy as sa
 
-    from hpo.schema import jobs as jobs_table
-    from hpo.service import Server
-    from hpo.store import Store
+    from hpo.store.schema import jobs as jobs_table
+    from hpo.run.service import Server
+    from hpo.store.database import Store
 
     url = f"sqlite:///{tmp_path}/poison.db"
     assert hpo("submit", str(write_spec(tmp_path, "poison")), "--storage", url).returncode == 0
@@ -236,8 +236,8 @@ def test_studies_whose_modules_share_a_name_run_their_own_code_under_one_serve(r
     run by one serve, each study's trials get its own module's args and code."""
     import threading
 
-    from hpo.service import Server
-    from hpo.store import Store
+    from hpo.run.service import Server
+    from hpo.store.database import Store
 
     url = f"sqlite:///{tmp_path}/same.db"
     for name, value in (("a", 1.0), ("b", 2.0)):
@@ -275,8 +275,8 @@ def test_a_cluster_with_no_live_cpu_hands_studies_back_instead_of_failing_them(r
     import pytest
 
     from hpo.errors import RuntimeLost
-    from hpo.service import Server
-    from hpo.store import Store
+    from hpo.run.service import Server
+    from hpo.store.database import Store
 
     url = f"sqlite:///{tmp_path}/lost.db"
     assert hpo("submit", str(write_spec(tmp_path, "waiting")), "--storage", url).returncode == 0
@@ -328,7 +328,7 @@ def _children_of(pid: int) -> list[int]:
 def test_leftovers_of_a_killed_serves_ray_runtime_are_stopped_by_the_next_one(tmp_path):
     """`kill -9` of hpo serve leaves Ray's agents of the runtime it started running; the next
     hpo process that starts a runtime on this machine stops them (and its own on exit)."""
-    from hpo.ray_leftovers import processes_of
+    from hpo.run.ray_leftovers import processes_of
 
     env = {k: v for k, v in os.environ.items() if k not in ("HPO_STORAGE", "HPO_RAY_ADDRESS")}
     env["HPO_STATE_DIR"] = str(tmp_path / "state")

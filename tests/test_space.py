@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 import pytest
 
-from hpo.space import (
+from hpo.spec.space import (
     CategoricalParam,
     FloatParam,
     IntParam,
@@ -312,7 +312,7 @@ def test_mlp_space_matches_its_file():
 
 def test_when_value_must_be_a_choice_of_the_referenced_parameter():
     from hpo.errors import HpoError
-    from hpo.spec import parse_spec
+    from hpo.spec.study import parse_spec
 
     with pytest.raises(HpoError, match="'when' value 'sgdd' is not a choice of 'optimizer'"):
         parse_spec(

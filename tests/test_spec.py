@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from hpo.errors import HpoError
-from hpo.space import CategoricalParam, FloatParam, IntParam, SearchSpace
-from hpo.spec import StudySpec, load_spec, parse_spec
+from hpo.spec.space import CategoricalParam, FloatParam, IntParam, SearchSpace
+from hpo.spec.study import StudySpec, load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "digits-mlp.yaml"

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 import pytest
 
 from hpo.errors import HpoError
-from hpo.store import DEFAULT_URL, Store, mask, resolve_url
+from hpo.store.database import DEFAULT_URL, Store, mask, resolve_url
 
 SECRET = "s3cr3t-pa55"
 

@@ -1,6 +1,6 @@
 """A local worker process: the local backend's counterpart of the Ray worker actor.
 
-Started by ``hpo.local_backend`` as ``python -P -m workers.local_worker FD OBJECTIVE [IMPORT_PATH]``
+Started by ``hpo.run.local_backend`` as ``python -P -m workers.local_worker FD OBJECTIVE [IMPORT_PATH]``
 with one end of a socket pair as file descriptor FD. It runs trial after trial of one objective
 (a ``TrialWorker``, as a Ray actor would), so imports and module-level data are paid once per
 process. It never imports Ray and never sees the database.

@@ -29,7 +29,7 @@ def main() -> None:
 
     import optuna
 
-    from hpo.space import SearchSpace
+    from hpo.spec.space import SearchSpace
     from workers.reporter import Pruned, Reporter
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -30,7 +30,7 @@ class DefineByRun:
         self.space = space
 
     def __call__(self, trial) -> None:
-        from hpo.space import SearchSpace
+        from hpo.spec.space import SearchSpace
 
         SearchSpace.model_validate(self.space).sample(trial)
 

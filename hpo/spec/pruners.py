@@ -7,7 +7,7 @@ from typing import Any
 import optuna
 
 from hpo.errors import HpoError
-from hpo.registry import Registry
+from hpo.spec.registry import Registry
 
 PRUNERS: Registry[optuna.pruners.BasePruner] = Registry("pruner")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from hpo.errors import HpoError
-from hpo.store import Store
+from hpo.store.database import Store
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -62,8 +62,8 @@ def serve_is_running(store: Store) -> bool:
     """Whether an owner (`hpo serve` or `hpo run`) holds a live lease on a study of the store."""
     import sqlalchemy as sa
 
-    from hpo.jobs import JobState, utcnow
-    from hpo.schema import jobs
+    from hpo.store.jobs import JobState, utcnow
+    from hpo.store.schema import jobs
 
     try:
         with store.engine.connect() as conn:

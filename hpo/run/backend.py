@@ -1,7 +1,7 @@
 """The trial backend: the driver's one door to whatever runs trials.
 
 The driver decides (budget, retries, pruning, timeouts, cancel, lease loss); a backend only
-runs what it is given and says what happened. ``hpo.ray_backend.RayBackend`` runs trials on
+runs what it is given and says what happened. ``hpo.run.ray_backend.RayBackend`` runs trials on
 long-lived Ray workers; tests run the driver's policy on a fake one with simulated time.
 """
 

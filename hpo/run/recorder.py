@@ -26,26 +26,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.sql import Executable
 
-from hpo.jobs import utcnow
-from hpo.optuna_adapter import inside_optimize, stop_requested, storage_of, study_id_of
-from hpo.optuna_adapter import trial_id as id_of
-from hpo.owned_storage import OwnedStudyStorage
-from hpo.schema import trial_attempts
+from hpo.store.attrs import ATTEMPT_ATTR, ERROR_ATTR, INFO_ATTR, RETRY_OF_ATTR, STOPPED_ATTR
+from hpo.store.jobs import utcnow
+from hpo.store.optuna_adapter import inside_optimize, stop_requested, storage_of, study_id_of
+from hpo.store.optuna_adapter import trial_id as id_of
+from hpo.store.owned_storage import OwnedStudyStorage
+from hpo.store.schema import trial_attempts
 
-ERROR_ATTR = "hpo:error"
-INFO_ATTR = "hpo:run"
-ATTEMPT_ATTR = "hpo:attempt"
-RETRY_OF_ATTR = "hpo:retry_of"
-# Set on a FAIL trial that was stopped rather than failed (cancelled, handed back, interrupted,
-# its owner gone): Optuna has no such state; hpo counts these apart from failures.
-STOPPED_ATTR = "hpo:stopped"
-
-
-def was_stopped(trial: FrozenTrial) -> bool:
-    """A FAIL trial that hpo stopped (cancel, hand-back, Ctrl-C/SIGTERM, lost owner): not a failure."""
-    return trial.state == TrialState.FAIL and bool(trial.user_attrs.get(STOPPED_ATTR))
-
-log = logging.getLogger("hpo.driver")
+log = logging.getLogger("hpo.run.driver")
 T = TypeVar("T")
 
 

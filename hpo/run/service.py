@@ -17,17 +17,16 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from hpo.driver import LeaseLost, plan_placement
+from hpo.run.driver import LeaseLost, plan_placement
 from hpo.errors import HpoError, RuntimeLost, StudyMissing
 from hpo.defaults import HEARTBEAT_S, KEEP_IDLE_WORKERS_S, LEASE_S, MAX_STUDIES, POLL_S
-from hpo.execution import run_job
-from hpo.jobs import Job, Jobs, JobState, default_owner
-from hpo.queries import study_exists
-from hpo.ray_backend import POOL, RayBackend
-from hpo.ray_runtime import cluster_capacity
-from hpo.spec import StudySpec
-from hpo.store import Store
-from hpo.submission import check_objective
+from hpo.run.execution import run_job
+from hpo.store.jobs import Job, Jobs, JobState, default_owner
+from hpo.run.ray_backend import POOL, RayBackend
+from hpo.run.ray_runtime import cluster_capacity
+from hpo.spec.study import StudySpec
+from hpo.store.database import Store
+from hpo.run.submission import check_objective
 
 log = logging.getLogger("hpo.serve")
 
@@ -89,7 +88,7 @@ class Server:
         self.store = store
         self._capacity = capacity
         self._empty_polls = 0  # polls in a row that saw no live CPU in the cluster
-        self.crash_backoff_s = crash_backoff_s  # None: hpo.jobs.CRASH_BACKOFF_S
+        self.crash_backoff_s = crash_backoff_s  # None: hpo.store.jobs.CRASH_BACKOFF_S
         self.jobs = Jobs(store.engine)
         self.max_studies = max_studies
         self.poll_s = poll_s
@@ -171,7 +170,7 @@ class Server:
     def _drive(self, job: Job) -> None:
         name = job.study_name
         try:
-            if not study_exists(self.store, name):  # deleted outside hpo while it was queued
+            if not self.store.has_study(name):  # deleted outside hpo while it was queued
                 raise StudyMissing(name)
             spec = StudySpec.from_json(job.spec)
             check_objective(spec)

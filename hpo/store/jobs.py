@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from hpo.errors import HpoError
-from hpo.schema import jobs
+from hpo.store.schema import jobs
 
 
 class JobState(enum.StrEnum):

@@ -6,10 +6,9 @@ import optuna
 import sqlalchemy as sa
 
 from hpo.errors import HpoError
-from hpo.jobs import FINISHED, Job, Jobs, JobState, utcnow
-from hpo.queries import study_exists
-from hpo.spec import StudySpec
-from hpo.store import Store
+from hpo.store.jobs import FINISHED, Job, Jobs, JobState, utcnow
+from hpo.spec.study import StudySpec
+from hpo.store.database import Store
 from workers.runner import locate_objective as locate_in_source
 
 
@@ -26,8 +25,8 @@ def check_objective(spec: StudySpec, timeout_s: float = 300.0) -> None:
     """
     import os
 
-    from hpo.backend import Slot
-    from hpo.local_backend import LocalBackend
+    from hpo.run.backend import Slot
+    from hpo.run.local_backend import LocalBackend
 
     backend = LocalBackend(cpus=1)
     try:
@@ -91,7 +90,7 @@ def _orphaned(store: Store, job: Job) -> bool:
     """A job row whose Optuna study was deleted outside hpo (optuna-dashboard, `optuna
     delete-study`) and that no live owner runs: what is left of a deleted study."""
     live = job.state == JobState.RUNNING and job.lease_expires_at and job.lease_expires_at > utcnow()
-    return not live and not study_exists(store, job.study_name)
+    return not live and not store.has_study(job.study_name)
 
 
 def create_study(store: Store, spec: StudySpec) -> Job:

@@ -13,12 +13,12 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.accounting import node_labels, study_compute, worker_startup
+from hpo.read.accounting import node_labels, study_compute, worker_startup
 from hpo.errors import HpoError, StudyMissing
-from hpo.jobs import Job, Jobs
-from hpo.recorder import ATTEMPT_ATTR, ERROR_ATTR, INFO_ATTR, RETRY_OF_ATTR, was_stopped
-from hpo.spec import StudySpec
-from hpo.store import Store
+from hpo.store.jobs import Job, Jobs
+from hpo.store.attrs import ATTEMPT_ATTR, ERROR_ATTR, INFO_ATTR, RETRY_OF_ATTR, was_stopped
+from hpo.spec.study import StudySpec
+from hpo.store.database import Store
 
 
 @dataclass
@@ -44,7 +44,7 @@ class StudySummary:
     stopped: int = 0
     # Multi-objective studies: the (feasible) Pareto front instead of one best trial.
     pareto_front: list[dict[str, Any]] | None = None
-    # Compute used by the trials and saved by pruning, with an energy estimate (hpo.accounting).
+    # Compute used by the trials and saved by pruning, with an energy estimate (hpo.read.accounting).
     compute: dict[str, Any] | None = None
     # `hpo run` only: seconds to start (or join) Ray, and until the first worker had checked the
     # objective (its process start and the objective's import)
@@ -71,12 +71,6 @@ def list_jobs(store: Store) -> list[Job]:
     if not store.exists() or not _has_jobs(store):
         return []
     return Jobs(store.engine).all()
-
-
-def study_exists(store: Store, name: str) -> bool:
-    """Whether Optuna's study of that name is in the store (optuna-dashboard or the optuna CLI
-    may have deleted it behind hpo's back)."""
-    return store.exists() and name in optuna.get_all_study_names(store.optuna)
 
 
 def load_study(store: Store, name: str) -> optuna.Study:

@@ -8,16 +8,16 @@ from collections.abc import Callable
 
 import optuna
 
-from hpo.backend import TrialBackend
+from hpo.run.backend import TrialBackend
 from hpo.defaults import HEARTBEAT_S, LEASE_S
-from hpo.driver import DriverResult, LeaseLost, Observer, StudyDriver
+from hpo.run.driver import DriverResult, LeaseLost, StudyDriver
+from hpo.run.events import Observer
 from hpo.errors import StudyMissing
-from hpo.jobs import Jobs, JobState
-from hpo.optuna_adapter import may_own
-from hpo.owned_storage import OwnedStudyStorage
-from hpo.queries import study_exists
-from hpo.spec import StudySpec
-from hpo.store import Store
+from hpo.store.jobs import Jobs, JobState
+from hpo.store.optuna_adapter import may_own
+from hpo.store.owned_storage import OwnedStudyStorage
+from hpo.spec.study import StudySpec
+from hpo.store.database import Store
 
 
 
@@ -41,7 +41,7 @@ def run_job(
     claimable again after ``crash_backoff_s`` (doubling per crash), FAILED after a few.
     """
     jobs = Jobs(store.engine)
-    if not study_exists(store, spec.name):  # deleted outside hpo while it was queued
+    if not store.has_study(spec.name):  # deleted outside hpo while it was queued
         error = StudyMissing(spec.name)
         jobs.finish(spec.name, owner, JobState.FAILED, str(error))
         raise error
@@ -63,7 +63,7 @@ def run_job(
     except LeaseLost:
         raise
     except Exception as exc:
-        if not study_exists(store, spec.name):  # deleted outside hpo under the running driver
+        if not store.has_study(spec.name):  # deleted outside hpo under the running driver
             error = StudyMissing(spec.name)
             jobs.finish(spec.name, owner, JobState.CANCELLED, f"{error} (while it ran)")
             raise error from None

@@ -26,7 +26,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import HpoError
-from hpo.recorder import INFO_ATTR
+from hpo.store.attrs import INFO_ATTR
 
 DEFAULT_CPU_WATTS = 15.0  # per CPU core
 DEFAULT_GPU_WATTS = 300.0  # per GPU

@@ -44,8 +44,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import Executable
 
-from hpo.optuna_adapter import FrozenStudy, models
-from hpo.optuna_adapter import trial_id as id_of
+from hpo.store.optuna_adapter import FrozenStudy, models
+from hpo.store.optuna_adapter import trial_id as id_of
 
 Op = Callable[[Session], None]
 

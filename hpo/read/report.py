@@ -1,8 +1,8 @@
 """`hpo report NAME`: one self-contained HTML file with the study's plots, plus PNG images.
 
-Everything is read back from the store, like the rest of the read side (hpo.queries):
+Everything is read back from the store, like the rest of the read side (hpo.read.queries):
 
-* the summary (`hpo status`), with compute used and saved by pruning (hpo.accounting);
+* the summary (`hpo status`), with compute used and saved by pruning (hpo.read.accounting);
 * Optuna's own plots: optimization history, intermediate values (pruned trials dotted), parallel
   coordinates, slices, hyperparameter importance (PED-ANOVA and fANOVA), the Pareto front of a
   multi-objective study; and hpo's own: a timeline of trials per worker, compute per trial, and
@@ -33,14 +33,14 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.accounting import (
+from hpo.read.accounting import (
     epochs_trained, full_epochs, human_compute, human_energy, node_labels, pruning_saving, run_info, trial_cpu_s,
     trial_gpu_s,
 )
 from hpo.errors import HpoError
-from hpo.queries import StudySummary, get_job, load_study, summarize
-from hpo.spec import StudySpec
-from hpo.store import Store
+from hpo.read.queries import StudySummary, get_job, load_study, summarize
+from hpo.spec.study import StudySpec
+from hpo.store.database import Store
 
 DEFAULT_GAP_THRESHOLD = 0.05
 TOP_TRIALS = 5  # best trials whose train/validation gap is shown

@@ -141,9 +141,14 @@ class Store:
             finally:
                 conn.execute(sa.text(give))
 
+    def has_study(self, name: str) -> bool:
+        """Whether Optuna's study of that name is in the store (optuna-dashboard or the optuna CLI
+        may have deleted it behind hpo's back)."""
+        return self.exists() and name in optuna.get_all_study_names(self.optuna)
+
     def upgrade(self) -> None:
         """Bring hpo's own tables to the newest revision (Optuna migrates its own tables)."""
-        from hpo.migrations import upgrade
+        from hpo.store.migrations import upgrade
 
         try:
             with self._schema_lock():

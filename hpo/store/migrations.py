@@ -11,8 +11,8 @@ from sqlalchemy.engine import Engine
 
 def script_location() -> Path:
     """alembic/ in a source checkout, or its copy inside the installed wheel."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_alembic", here.parent / "alembic"):
+    package = Path(__file__).resolve().parent.parent  # hpo/
+    for candidate in (package / "_alembic", package.parent / "alembic"):
         if (candidate / "env.py").is_file():
             return candidate
     raise RuntimeError("hpo's alembic migrations are missing from this installation")
@@ -36,7 +36,7 @@ def downgrade(engine: Engine, revision: str) -> None:
 def current(engine: Engine) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
-    from hpo.schema import VERSION_TABLE
+    from hpo.store.schema import VERSION_TABLE
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()

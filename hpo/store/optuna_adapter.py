@@ -1,6 +1,6 @@
 """The one module of hpo that touches Optuna's internals, gated on the versions CI tests.
 
-hpo's owned storage (hpo.owned_storage) writes Optuna's tables through Optuna's own ORM models,
+hpo's owned storage (hpo.store.owned_storage) writes Optuna's tables through Optuna's own ORM models,
 and the recorder needs a trial's storage id and two pieces of a study's state that Optuna keeps
 private. Everything of that kind is here, so an Optuna release that moves them breaks one
 module, and `owned_storage_refusal` turns write-behind off (with one warning) where the Optuna

@@ -5,8 +5,8 @@ from __future__ import annotations
 import optuna
 
 from hpo.errors import HpoError
-from hpo.registry import Registry
-from hpo.space import CategoricalParam, FloatParam, SearchSpace
+from hpo.spec.registry import Registry
+from hpo.spec.space import CategoricalParam, FloatParam, SearchSpace
 
 SAMPLERS: Registry[optuna.samplers.BaseSampler] = Registry("sampler")
 

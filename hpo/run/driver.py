@@ -25,45 +25,19 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from hpo.backend import Finished, Report, Slot, TrialBackend
-from hpo.clock import Clock, SystemClock
+from hpo.run.backend import Finished, Report, Slot, TrialBackend
+from hpo.run.clock import Clock, SystemClock
 from hpo.defaults import LEASE_S
+from hpo.run.events import Best, Counts, Observer
 from hpo.errors import HpoError
-from hpo.jobs import JobState
-from hpo.optuna_adapter import trial_id as id_of
-from hpo.recorder import ATTEMPT_ATTR, INFO_ATTR, RETRY_OF_ATTR, StudyRecorder, was_stopped
-from hpo.spec import StudySpec
+from hpo.store.jobs import JobState
+from hpo.store.optuna_adapter import trial_id as id_of
+from hpo.store.attrs import ATTEMPT_ATTR, INFO_ATTR, RETRY_OF_ATTR, was_stopped
+from hpo.run.recorder import StudyRecorder
+from hpo.spec.study import StudySpec
 from workers.runner import TrialOutcome, TrialTask
 
-log = logging.getLogger("hpo.driver")
-
-
-@dataclass
-class Counts:
-    complete: int = 0
-    pruned: int = 0
-    failed: int = 0  # the objective raised, returned no number, timed out, or its worker died
-    running: int = 0
-    stopped: int = 0  # cancelled, handed back, interrupted: hpo stopped them; not failures
-
-    @property
-    def finished(self) -> int:
-        return self.complete + self.pruned
-
-
-@dataclass
-class Best:
-    number: int
-    value: float
-    params: dict[str, Any]
-
-
-class Observer(Protocol):
-    """Receives progress events (the CLI's progress bar is one)."""
-
-    def started(self, spec: StudySpec, counts: Counts) -> None: ...
-
-    def trial_finished(self, trial: FrozenTrial, counts: Counts, best: Best | None) -> None: ...
+log = logging.getLogger("hpo.run.driver")
 
 
 @dataclass
@@ -107,7 +81,7 @@ def plan_placement(spec: StudySpec, capacity: tuple[float, float] | None = None)
     """Check the spec's resources against the cluster's (CPUs, GPUs), by default the connected
     Ray cluster's; fail fast on what can never be placed."""
     if capacity is None:
-        from hpo.ray_runtime import cluster_capacity
+        from hpo.run.ray_runtime import cluster_capacity
 
         capacity = cluster_capacity()
     cpus, gpus = capacity
@@ -184,7 +158,7 @@ class StudyDriver:
         trial's start and end); the pruner reads them from memory at once. ``backend`` runs
         the trials (default: long-lived Ray workers); ``clock`` measures every interval."""
         if backend is None:
-            from hpo.ray_backend import RayBackend
+            from hpo.run.ray_backend import RayBackend
 
             backend = RayBackend(poll_interval=poll_interval)
         self.backend = backend

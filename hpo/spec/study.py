@@ -18,9 +18,9 @@ from pydantic import (
 )
 
 from hpo.errors import HpoError
-from hpo.pruners import PRUNERS
-from hpo.samplers import SAMPLERS
-from hpo.space import SearchSpace, _load_yaml, resolve_space_source
+from hpo.spec.pruners import PRUNERS
+from hpo.spec.samplers import SAMPLERS
+from hpo.spec.space import SearchSpace, _load_yaml, resolve_space_source
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
 

@@ -1,0 +1,19 @@
+"""The user attributes hpo sets on Optuna trials (what optuna-dashboard shows of a run), and
+how to read them. Written by the run side (hpo.run.recorder), read by the read side."""
+
+from __future__ import annotations
+
+from optuna.trial import FrozenTrial, TrialState
+
+ERROR_ATTR = "hpo:error"
+INFO_ATTR = "hpo:run"
+ATTEMPT_ATTR = "hpo:attempt"
+RETRY_OF_ATTR = "hpo:retry_of"
+# Set on a FAIL trial that was stopped rather than failed (cancelled, handed back, interrupted,
+# its owner gone): Optuna has no such state; hpo counts these apart from failures.
+STOPPED_ATTR = "hpo:stopped"
+
+
+def was_stopped(trial: FrozenTrial) -> bool:
+    """A FAIL trial that hpo stopped (cancel, hand-back, Ctrl-C/SIGTERM, lost owner): not a failure."""
+    return trial.state == TrialState.FAIL and bool(trial.user_attrs.get(STOPPED_ATTR))
