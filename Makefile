@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-oldest-optuna dashboard bench bench-smoke clean
+.PHONY: install demo test lint test-oldest-optuna dashboard bench bench-smoke clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest --durations=15
+
+lint: install
+	$(BIN)/ruff check hpo workers tests benchmarks alembic
 
 # The owned storage's differential test on the oldest Optuna pyproject.toml allows (the newest
 # runs the whole suite, Optuna's storage contract included): a small second environment.

@@ -1,7 +1,6 @@
 """Alembic environment for hpo's own tables. Run through hpo.store.migrations (or `hpo db upgrade`)."""
 
 from alembic import context
-
 from hpo.store.schema import VERSION_TABLE, metadata
 
 engine = context.config.attributes["engine"]

@@ -9,14 +9,13 @@ epoch (maximize); an epoch takes 0.1 to 0.5 s on one core.
 
 from __future__ import annotations
 
+import benchlog
 import torch
 from sklearn.datasets import make_classification
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.nn import functional as F
-
-import benchlog
 
 
 def _load() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -16,10 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import optuna
+import hpo  # noqa: F401  (Ray's auth mode before Ray loads)
 
-import hpo.run.ray_runtime  # noqa: F401  (Ray's auth mode before Ray loads)
+# isort: split
+import optuna
 import ray
+
 from hpo import api
 from hpo.spec.study import parse_spec
 from workers.builtin.analytic import HARTMANN6_MIN

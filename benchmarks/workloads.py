@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 import benchlog
+
 from workers.reporter import Reporter
 
 NOOP_SPACE = {"x": {"type": "float", "low": 0.0, "high": 1.0}, "y": {"type": "float", "low": 0.0, "high": 1.0}}

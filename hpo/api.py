@@ -16,17 +16,23 @@ from typing import Any
 import optuna
 
 from hpo.defaults import LEASE_S, MAX_STUDIES, POLL_S
+from hpo.errors import HpoError, StudyMissing
+from hpo.read.queries import (
+    StudySummary,
+    export_study,
+    get_job,
+    list_jobs,
+    summarize,
+    summarize_or_missing,
+    trial_rows,
+)
 from hpo.run.driver import LeaseLost, plan_placement, trial_slot
 from hpo.run.events import Observer
-from hpo.errors import HpoError, StudyMissing
 from hpo.run.execution import run_job
-from hpo.store.jobs import FINISHED, Jobs, JobState, default_owner
-from hpo.read.queries import (
-    StudySummary, export_study, get_job, list_jobs, summarize, summarize_or_missing, trial_rows,
-)
+from hpo.run.submission import apply_objective_check, check_new_study, check_objective, create_study, locate_objective
 from hpo.spec.study import StudySpec, load_spec
 from hpo.store.database import Store
-from hpo.run.submission import apply_objective_check, check_new_study, check_objective, create_study, locate_objective
+from hpo.store.jobs import FINISHED, Jobs, JobState, default_owner
 
 __all__ = [
     "HpoError", "StudySummary", "best", "cancel", "delete", "export", "list_studies", "resume",
@@ -190,16 +196,17 @@ def serve(
     """Run queued studies until ``stop`` is set, or with ``stop_on_signals`` until SIGTERM or
     SIGINT (a second one forces the exit)."""
     from hpo.run.ray_runtime import ray_session
-    from hpo.run.service import Server, stop_on_signals as install
+    from hpo.run.service import Server
+    from hpo.run.service import stop_on_signals as install
 
     stop = stop or threading.Event()
     with _store(storage) as store:
         store.check()
+        server = Server(store, max_studies=max_studies, poll_s=poll_s, **({"lease_s": lease_s} if lease_s else {}))
+        server.exclusive_sqlite()  # a second serve on one SQLite file is refused before Ray starts
         with ray_session(ray_address):
             if stop_on_signals:
                 install(stop)  # after Ray's init, which installs handlers of its own
-            server = Server(store, max_studies=max_studies, poll_s=poll_s,
-                            **({"lease_s": lease_s} if lease_s else {}))
             server.run(stop)
 
 
@@ -210,10 +217,13 @@ def list_studies(*, storage: str | None = None) -> list[StudySummary]:
         return [summarize_or_missing(store, job) for job in list_jobs(store)]
 
 
-def status(name: str, *, storage: str | None = None) -> StudySummary:
+def status(name: str, *, storage: str | None = None, cpu_watts: float | None = None,
+           gpu_watts: float | None = None) -> StudySummary:
+    """A study's state, counts, best value and compute (energy priced at ``cpu_watts`` per core
+    and ``gpu_watts`` per GPU; defaults: ``HPO_CPU_WATTS``/``HPO_GPU_WATTS``, else 15 W and 300 W)."""
     with _store(storage) as store:
         store.check()
-        return summarize(store, get_job(store, name))
+        return summarize(store, get_job(store, name), cpu_watts=cpu_watts, gpu_watts=gpu_watts)
 
 
 def best(name: str, *, storage: str | None = None) -> StudySummary:
@@ -236,20 +246,21 @@ def export(name: str, *, storage: str | None = None) -> dict[str, Any]:
         return export_study(store, name)
 
 
-def cancel(name: str, *, storage: str | None = None) -> str:
-    """Cancel a queued or running study (its owner stops it within a few seconds)."""
+def cancel(name: str, *, storage: str | None = None) -> JobState:
+    """Cancel a queued or running study (its owner stops it within a few seconds); returns the
+    state it was in (RUNNING: its owner is stopping it now)."""
     with _store(storage) as store:
         store.check()
         job = get_job(store, name)
         movable = {JobState.QUEUED, JobState.RUNNING, JobState.INTERRUPTED}
         if not Jobs(store.engine).set_state(name, JobState.CANCELLED, allowed_from=movable, message="cancelled"):
             raise HpoError(f"study {name!r} is {job.state.lower()}; only queued, running or interrupted studies can be cancelled")
-        return f"{name}: cancelled" + (" (its owner stops it within seconds)" if job.state == JobState.RUNNING else "")
+        return job.state
 
 
-def resume(name: str, *, storage: str | None = None, n_trials: int | None = None) -> str:
+def resume(name: str, *, storage: str | None = None, n_trials: int | None = None) -> int | None:
     """Queue a cancelled, interrupted, failed or completed study again, optionally with a new
-    total budget ``n_trials``."""
+    total budget ``n_trials``; returns its budget now."""
     with _store(storage) as store:
         store.check()
         job = get_job(store, name)
@@ -270,7 +281,7 @@ def resume(name: str, *, storage: str | None = None, n_trials: int | None = None
                 )
         if not Jobs(store.engine).set_state(name, JobState.QUEUED, allowed_from={job.state}, spec_json=spec.to_json()):
             raise HpoError(f"study {name!r} changed state meanwhile; try again")
-        return f"{name}: queued" + (f" with n_trials={spec.n_trials}" if n_trials is not None else "")
+        return spec.n_trials
 
 
 def check_deletable(name: str, *, storage: str | None = None) -> bool:
@@ -284,9 +295,10 @@ def check_deletable(name: str, *, storage: str | None = None) -> bool:
         return store.has_study(name)
 
 
-def delete(name: str, *, storage: str | None = None) -> str:
+def delete(name: str, *, storage: str | None = None) -> bool:
     """Delete a study and all its trials (refused while it runs). A study deleted outside hpo
-    (optuna-dashboard, ``optuna delete-study``) has its job row removed."""
+    (optuna-dashboard, ``optuna delete-study``) has its job row removed; returns whether its
+    Optuna study was still there."""
     there = check_deletable(name, storage=storage)
     with _store(storage) as store:
         if there:
@@ -295,15 +307,27 @@ def delete(name: str, *, storage: str | None = None) -> str:
             except KeyError:  # deleted outside hpo meanwhile
                 there = False
         Jobs(store.engine).delete(name)
-        return f"{name}: deleted" + ("" if there else " (its Optuna study had been deleted outside hpo)")
+        return there
 
 
-def report(name: str, *, storage: str | None = None, output_dir=None, cpu_watts: float | None = None,
-           gpu_watts: float | None = None) -> Path:
-    """Write the study's HTML report (and PNG images); returns the HTML file's path."""
-    from hpo.read.report import report as write
+def report(name: str, *, storage: str | None = None, output_dir: str | Path | None = None,
+           cpu_watts: float | None = None, gpu_watts: float | None = None, gap_threshold: float | None = None,
+           png: bool = True):
+    """Write the study's report: ``report.html`` (self-contained) and, with ``png``, one PNG per
+    figure, into ``output_dir`` (default ``./hpo-report-NAME/``). Returns hpo.read.report.ReportFiles."""
+    from hpo.read.report import DEFAULT_GAP_THRESHOLD, write_report
 
-    return write(name, storage=storage, output_dir=output_dir, cpu_watts=cpu_watts, gpu_watts=gpu_watts)
+    return write_report(name, storage=storage, output_dir=output_dir, cpu_watts=cpu_watts, gpu_watts=gpu_watts,
+                        gap_threshold=DEFAULT_GAP_THRESHOLD if gap_threshold is None else gap_threshold, png=png)
+
+
+def dashboard(*, storage: str | None = None, host: str = "127.0.0.1", port: int = 8080,
+              writable: bool | None = None) -> None:
+    """Serve optuna-dashboard on the store until Ctrl-C; ``writable`` None: read-only while a
+    study of the store is being run, else writable."""
+    from hpo.read.dashboard import serve_dashboard
+
+    serve_dashboard(storage, host=host, port=port, writable=writable)
 
 
 def wait(name: str, *, storage: str | None = None, timeout: float = 600.0, poll_s: float = 1.0) -> StudySummary:

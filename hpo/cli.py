@@ -234,14 +234,10 @@ def status(
     """Show a study's state, trial counts, best value, and the compute it used and saved.
 
     With --watch and --format json (csv), one JSON object (CSV row) per redraw."""
-    from hpo.read.accounting import with_watts
     from hpo.progress import summary_table, watch_lines, watch_status
 
     def fetch():
-        summary = api.status(name, storage=storage)
-        if summary.compute is not None:
-            summary.compute = with_watts(summary.compute, cpu_watts, gpu_watts)
-        return summary
+        return api.status(name, storage=storage, cpu_watts=cpu_watts, gpu_watts=gpu_watts)
 
     if watch and fmt == "table":
         watch_status(fetch, interval)
@@ -295,7 +291,8 @@ def trials(name: str, storage: str | None, fmt: str) -> None:
 @handle_errors
 def cancel(name: str, storage: str | None) -> None:
     """Cancel a queued or running study."""
-    click.echo(api.cancel(name, storage=storage))
+    was = api.cancel(name, storage=storage)
+    click.echo(f"{name}: cancelled" + (" (its owner stops it within seconds)" if was == "RUNNING" else ""))
 
 
 @cli.command()
@@ -305,7 +302,8 @@ def cancel(name: str, storage: str | None) -> None:
 @handle_errors
 def resume(name: str, storage: str | None, n_trials: int | None) -> None:
     """Queue a cancelled, interrupted or finished study again (for `hpo serve`)."""
-    click.echo(api.resume(name, storage=storage, n_trials=n_trials))
+    budget = api.resume(name, storage=storage, n_trials=n_trials)
+    click.echo(f"{name}: queued" + (f" with n_trials={budget}" if n_trials is not None else ""))
 
 
 @cli.command()
@@ -344,10 +342,8 @@ def report_(
     gap_threshold: float, no_png: bool,
 ) -> None:
     """Write a study report: one self-contained HTML file with plots, and PNG images."""
-    from hpo.read.report import write_report
-
-    files = write_report(name, storage=storage, output_dir=output_dir, cpu_watts=cpu_watts,
-                         gpu_watts=gpu_watts, gap_threshold=gap_threshold, png=not no_png)
+    files = api.report(name, storage=storage, output_dir=output_dir, cpu_watts=cpu_watts,
+                       gpu_watts=gpu_watts, gap_threshold=gap_threshold, png=not no_png)
     drawn = sum(f.drawn for f in files.report.figures)
     click.echo(f"{name}: report written to {files.html} ({drawn} figures, {len(files.pngs)} PNG images)")
     if files.png_skipped and not no_png:
@@ -366,7 +362,8 @@ def delete(name: str, storage: str | None, yes: bool) -> None:
         f"study {name!r} was deleted outside hpo; remove what is left of it?"
     if not yes and not click.confirm(question, default=False):
         raise click.Abort()
-    click.echo(api.delete(name, storage=storage))
+    there = api.delete(name, storage=storage)
+    click.echo(f"{name}: deleted" + ("" if there else " (its Optuna study had been deleted outside hpo)"))
 
 
 @cli.command()
@@ -380,9 +377,7 @@ def delete(name: str, storage: str | None, yes: bool) -> None:
 @handle_errors
 def dashboard(storage: str | None, host: str, port: int, writable: bool | None) -> None:
     """Serve optuna-dashboard on the store (Ctrl-C stops it)."""
-    from hpo.read.dashboard import serve_dashboard
-
-    serve_dashboard(storage, host=host, port=port, writable=writable)
+    api.dashboard(storage=storage, host=host, port=port, writable=writable)
 
 
 @cli.group()

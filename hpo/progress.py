@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from optuna.trial import FrozenTrial
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from optuna.trial import FrozenTrial
 
 from hpo.read.accounting import usage_text
 from hpo.run.events import Best, Counts

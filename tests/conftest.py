@@ -11,9 +11,10 @@ import sys
 import uuid
 from pathlib import Path
 
-import pytest
+import hpo  # noqa: F401  (sets Ray's auth mode before Ray is imported)
 
-import hpo.run.ray_runtime  # noqa: F401  (sets Ray's auth mode before Ray is imported)
+# isort: split
+import pytest
 import ray
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url

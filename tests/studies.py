@@ -6,8 +6,8 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.run.driver import StudyDriver
-from hpo.store.owned_storage import OwnedStudyStorage
 from hpo.spec.study import parse_spec
+from hpo.store.owned_storage import OwnedStudyStorage
 
 from conftest import TESTS_DIR
 

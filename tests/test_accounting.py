@@ -7,6 +7,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from hpo.errors import HpoError
 from hpo.read import accounting
 from hpo.read.accounting import (
     energy_kwh,
@@ -17,7 +18,6 @@ from hpo.read.accounting import (
     study_compute,
     with_watts,
 )
-from hpo.errors import HpoError
 
 X = {"x": FloatDistribution(0.0, 1.0)}
 

@@ -9,8 +9,8 @@ from optuna.trial import TrialState
 
 from hpo import api
 from hpo.errors import HpoError
-from hpo.store.jobs import Jobs, JobState
 from hpo.store.database import Store
+from hpo.store.jobs import Jobs, JobState
 
 from conftest import REPO
 

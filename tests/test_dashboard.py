@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from hpo import api
+from hpo.store.database import Store
+
 from browser import headless_chromium
 from conftest import REPO
 from test_cli import assert_one_line_error
-from hpo import api
-from hpo.store.database import Store
 
 HPO = str(Path(sys.executable).parent / "hpo")
 EXAMPLE = REPO / "examples" / "digits-mlp.yaml"

@@ -6,11 +6,10 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.run.driver import StudyDriver, plan_placement, trial_seed
-from hpo.store.jobs import JobState
 from hpo.store.attrs import ERROR_ATTR
+from hpo.store.jobs import JobState
 
 from studies import drive, make_spec, new_study, states
-
 
 
 def test_exact_budget_with_pruning(ray_runtime, store):
@@ -147,9 +146,10 @@ def test_a_running_trial_finished_from_optuna_dashboard_is_neither_lost_nor_run_
     import threading
     import time
 
+    from test_dashboard import _call
+
     from hpo.read.dashboard import build_app
     from hpo.run.local_backend import LocalBackend
-    from test_dashboard import _call
 
     spec = make_spec(name="told-by-hand", objective="objectives:pid_writer", sampler="random", n_trials=6,
                      search_space={"x": {"type": "float", "low": 0, "high": 1}},

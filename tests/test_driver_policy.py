@@ -13,8 +13,8 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.run.driver import LeaseLost, StudyDriver
-from hpo.store.jobs import JobState
 from hpo.store.attrs import ERROR_ATTR, INFO_ATTR, was_stopped
+from hpo.store.jobs import JobState
 
 from fake_backend import FakeBackend, FakeClock, Script
 from studies import assert_exact_budget, make_spec, new_study, states

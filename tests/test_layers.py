@@ -49,3 +49,11 @@ def test_the_top_level_of_hpo_is_small():
     few things every layer shares."""
     top = sorted(p.name for p in (REPO / "hpo").glob("*.py"))
     assert top == ["__init__.py", "__main__.py", "api.py", "cli.py", "defaults.py", "errors.py", "progress.py"]
+
+
+def test_the_cli_goes_through_the_api():
+    """hpo.api is the one door: the CLI reaches no layer but through it (it only words what the
+    API returns: hpo.progress tables, hpo.read.formats for JSON/CSV)."""
+    used = {name for name in imports_of(REPO / "hpo" / "cli.py") if name.startswith("hpo.")}
+    allowed = ("hpo.__version__", "hpo.api", "hpo.errors", "hpo.defaults", "hpo.progress", "hpo.read.formats")
+    assert sorted(n for n in used if not any(n == a or n.startswith(a + ".") for a in allowed)) == []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -16,8 +16,8 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo import api
-from hpo.run.driver import StudyDriver
 from hpo.errors import HpoError
+from hpo.run.driver import StudyDriver
 from hpo.run.local_backend import LocalBackend
 from hpo.spec.study import parse_spec
 

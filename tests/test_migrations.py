@@ -7,8 +7,8 @@ import pytest
 import sqlalchemy as sa
 
 from hpo.store import migrations
-from hpo.store.schema import VERSION_TABLE
 from hpo.store.database import Store
+from hpo.store.schema import VERSION_TABLE
 
 
 def _tables(engine) -> set[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -9,8 +10,6 @@ from hpo import api
 from hpo.errors import HpoError
 
 from studies import make_spec
-
-import optuna
 
 
 def dominates(a, b) -> bool:

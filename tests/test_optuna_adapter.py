@@ -11,7 +11,6 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from hpo import api
-
 from hpo.store import optuna_adapter
 from hpo.store.optuna_adapter import TESTED_OPTUNA, owned_storage_refusal
 

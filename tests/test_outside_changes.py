@@ -19,9 +19,9 @@ from optuna.trial import TrialState
 
 from hpo import api
 from hpo.errors import StudyMissing
-from hpo.store.jobs import Jobs, JobState
 from hpo.run.service import Server
 from hpo.store.database import Store
+from hpo.store.jobs import Jobs, JobState
 
 from studies import make_spec
 from test_cli import assert_one_line_error

@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from hpo.store.database import Store
 from hpo.store.jobs import utcnow
 from hpo.store.owned_storage import OwnedStudyStorage
 from hpo.store.schema import trial_attempts
-from hpo.store.database import Store
 
 
 @pytest.fixture(params=["sqlite", "postgres", "mysql"])

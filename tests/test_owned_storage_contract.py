@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Container, Sequence
 from typing import Any
 
-import optuna
 import pytest
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.study import StudyDirection

@@ -6,9 +6,8 @@ import sys
 
 import pytest
 
-
-from hpo.run.driver import StudyDriver, plan_placement
 from hpo.errors import HpoError
+from hpo.run.driver import StudyDriver, plan_placement
 from hpo.run.ray_backend import POOL, RayBackend, prepare_workers
 from hpo.spec.study import parse_spec
 

@@ -16,14 +16,15 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
+from test_dashboard import hpo
 
-from conftest import IN_CI, REPO
 from hpo import api
 from hpo.read.report import DATA_ID, SLICE_PARAMS, build_figures, timeline_lanes, trial_gap, write_report
-from studies import make_spec
+
 from browser import CHROMIUM, headless_chromium
+from conftest import IN_CI, REPO
+from studies import make_spec
 from test_cli import assert_one_line_error
-from test_dashboard import hpo
 
 EXAMPLE = REPO / "examples" / "digits-mlp.yaml"
 ARTIFACTS = REPO / "test-artifacts"

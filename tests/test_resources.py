@@ -7,8 +7,8 @@ import subprocess
 import pytest
 from optuna.trial import TrialState
 
-from hpo.run.driver import plan_placement
 from hpo.errors import HpoError
+from hpo.run.driver import plan_placement
 
 from studies import assert_exact_budget, drive, make_spec
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -19,7 +19,6 @@ from optuna.trial import TrialState
 
 from hpo import api
 
-from conftest import TESTS_DIR
 from ray_cluster import processes_under, ray_start_cluster
 from studies import make_spec
 from test_cli import HPO, assert_one_line_error, hpo
@@ -139,7 +138,7 @@ def test_serve_refuses_a_second_replica_on_one_sqlite_file(tmp_path):
 
 def test_sigterm_hands_running_trials_back_and_the_next_serve_finishes(tmp_path):
     url = f"sqlite:///{tmp_path}/term.db"
-    serve = serve_slow_study(tmp_path, url, n=10, seed=1, delay=0.6)
+    serve = serve_slow_study(tmp_path, url, n=10, seed=1, delay=0.35)
     try:
         wait_complete(url, "slow", 2)
     finally:
@@ -201,9 +200,9 @@ def test_a_study_whose_driver_crashes_every_time_ends_failed_instead_of_looping(
 
     import sqlalchemy as sa
 
-    from hpo.store.schema import jobs as jobs_table
     from hpo.run.service import Server
     from hpo.store.database import Store
+    from hpo.store.schema import jobs as jobs_table
 
     url = f"sqlite:///{tmp_path}/poison.db"
     assert hpo("submit", str(write_spec(tmp_path, "poison")), "--storage", url).returncode == 0
@@ -325,38 +324,42 @@ def _children_of(pid: int) -> list[int]:
     return out
 
 
-def test_leftovers_of_a_killed_serves_ray_runtime_are_stopped_by_the_next_one(tmp_path):
-    """`kill -9` of hpo serve leaves Ray's agents of the runtime it started running; the next
-    hpo process that starts a runtime on this machine stops them (and its own on exit)."""
-    from hpo.run.ray_leftovers import processes_of
+def test_leftovers_of_a_killed_serves_ray_runtime_are_stopped_by_the_next_one(tmp_path, monkeypatch):
+    """`kill -9` of hpo serve leaves Ray's agents of the runtime it started running; what the
+    next hpo process does before it starts a runtime (ray_session calls stop_leftovers) stops
+    them, and only them."""
+    from hpo.run.ray_leftovers import processes_of, stop_leftovers
 
+    state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if k not in ("HPO_STORAGE", "HPO_RAY_ADDRESS")}
-    env["HPO_STATE_DIR"] = str(tmp_path / "state")
-    records = tmp_path / "state" / "ray-runtimes"
-    url = f"sqlite:///{tmp_path}/s.db"
-
-    def serve(log: str) -> tuple[subprocess.Popen, str]:
-        proc = subprocess.Popen([HPO, "serve", "--storage", url, "--poll", "0.5"], env=env,
-                                stdout=(tmp_path / log).open("w"), stderr=subprocess.STDOUT)
-        record = records / f"{proc.pid}.json"
-        deadline = time.monotonic() + 120
-        while not record.exists() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-        assert record.exists(), (tmp_path / log).read_text()[-2000:]
-        return proc, json.loads(record.read_text())["session_dir"]
-
-    first, session = serve("a.log")
-    first.kill()
-    first.wait(timeout=30)
-    time.sleep(3)  # the raylet and GCS notice their parent's death; the agents do not
-    second, own = serve("b.log")
+    env["HPO_STATE_DIR"] = str(state)
+    record = None
+    serve = subprocess.Popen([HPO, "serve", "--storage", f"sqlite:///{tmp_path}/s.db", "--poll", "0.5"], env=env,
+                             stdout=(tmp_path / "a.log").open("w"), stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
-        while processes_of(session) and time.monotonic() < deadline:
+        record = state / "ray-runtimes" / f"{serve.pid}.json"
+        deadline = time.monotonic() + 120
+        while not record.exists() and time.monotonic() < deadline and serve.poll() is None:
             time.sleep(0.2)
-        assert processes_of(session) == [], "the killed serve's Ray processes are still running"
-        assert processes_of(own), "the second serve's own runtime is not running"
+        assert record.exists(), (tmp_path / "a.log").read_text()[-2000:]
+        session = json.loads(record.read_text())["session_dir"]
+        while len(processes_of(session)) < 3 and time.monotonic() < deadline:  # its runtime is up
+            time.sleep(0.2)
     finally:
-        assert stop(second) == 0
-    assert not (records / f"{second.pid}.json").exists()
-    assert processes_of(own) == []
+        serve.kill()
+        serve.wait(timeout=30)
+    monkeypatch.setenv("HPO_STATE_DIR", str(state))
+    assert stop_leftovers() >= 1
+    assert processes_of(session) == [], "the killed serve's Ray processes are still running"
+    assert not record.exists()
+
+
+def test_a_runtime_hpo_starts_first_stops_the_leftovers_of_dead_ones():
+    """The wiring of the test above: ray_session stops leftovers before it starts a runtime."""
+    probe = ("import sys\nfrom hpo.run import ray_leftovers, ray_runtime\n"
+             "def called(*a, **k):\n    print('STOPPED-LEFTOVERS-FIRST'); sys.exit(0)\n"
+             "ray_leftovers.stop_leftovers = called\n"
+             "with ray_runtime.ray_session(None):\n    print('STARTED-WITHOUT')\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("HPO_RAY_ADDRESS", "RAY_ADDRESS")}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env)
+    assert result.stdout.strip() == "STOPPED-LEFTOVERS-FIRST", result.stderr[-2000:]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 import pytest
+import sqlalchemy as sa
 
 from hpo.errors import HpoError
 from hpo.store.database import DEFAULT_URL, Store, mask, resolve_url

@@ -12,7 +12,6 @@ import optuna
 import pytest
 import torch
 
-
 from hpo.spec.space import SearchSpace, builtin_spaces_dir, resolve_space_source
 from workers import Pruned, Reporter
 from workers.builtin import cnn, common, gnn, mlp, tabular, transformer
@@ -384,8 +383,8 @@ def test_missing_target_column_is_refused_before_anything_is_written(tmp_path):
 
 
 def test_relative_dataset_path_is_stored_absolute(tmp_path):
-    from hpo.spec.study import load_spec
     from hpo.run.submission import check_objective
+    from hpo.spec.study import load_spec
 
     shutil.copy(CHURN, tmp_path / "churn.csv")
     spec_file = tmp_path / "ok.yaml"

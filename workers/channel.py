@@ -68,7 +68,7 @@ class ReportChannel:
         if not mailbox.pending:
             try:
                 await asyncio.wait_for(mailbox.arrived.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         reports, mailbox.pending = mailbox.pending, []
         mailbox.arrived.clear()

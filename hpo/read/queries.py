@@ -13,12 +13,12 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.read.accounting import node_labels, study_compute, worker_startup
 from hpo.errors import HpoError, StudyMissing
-from hpo.store.jobs import Job, Jobs
-from hpo.store.attrs import ATTEMPT_ATTR, ERROR_ATTR, INFO_ATTR, RETRY_OF_ATTR, was_stopped
+from hpo.read.accounting import node_labels, study_compute, worker_startup
 from hpo.spec.study import StudySpec
+from hpo.store.attrs import ATTEMPT_ATTR, ERROR_ATTR, INFO_ATTR, RETRY_OF_ATTR, was_stopped
 from hpo.store.database import Store
+from hpo.store.jobs import Job, Jobs
 
 
 @dataclass

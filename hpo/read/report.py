@@ -33,11 +33,18 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.errors import HpoError
 from hpo.read.accounting import (
-    epochs_trained, full_epochs, human_compute, human_energy, node_labels, pruning_saving, run_info, trial_cpu_s,
+    epochs_trained,
+    full_epochs,
+    human_compute,
+    human_energy,
+    node_labels,
+    pruning_saving,
+    run_info,
+    trial_cpu_s,
     trial_gpu_s,
 )
-from hpo.errors import HpoError
 from hpo.read.queries import StudySummary, get_job, load_study, summarize
 from hpo.spec.study import StudySpec
 from hpo.store.database import Store
@@ -530,18 +537,6 @@ def write_report(
     except OSError as exc:
         raise HpoError(f"cannot write {page}: {exc.strerror or exc}") from None
     return ReportFiles(html=page, pngs=pngs, png_skipped=skipped, report=rep)
-
-
-def report(
-    name: str,
-    *,
-    storage: str | None = None,
-    output_dir: str | Path | None = None,
-    cpu_watts: float | None = None,
-    gpu_watts: float | None = None,
-) -> Path:
-    """Write the study's report (HTML and PNG images); returns the path of ``report.html``."""
-    return write_report(name, storage=storage, output_dir=output_dir, cpu_watts=cpu_watts, gpu_watts=gpu_watts).html
 
 
 def write_pngs(figures: Sequence[Figure], out: Path, timeout_s: float = 60.0) -> tuple[list[Path], str | None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+
 from workers.runner import TrialOutcome, TrialTask
 
 Report = tuple[str, int, float]  # (attempt key, step, value)

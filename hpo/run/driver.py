@@ -18,23 +18,23 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from hpo.defaults import LEASE_S
+from hpo.errors import HpoError
 from hpo.run.backend import Finished, Report, Slot, TrialBackend
 from hpo.run.clock import Clock, SystemClock
-from hpo.defaults import LEASE_S
 from hpo.run.events import Best, Counts, Observer
-from hpo.errors import HpoError
-from hpo.store.jobs import JobState
-from hpo.store.optuna_adapter import trial_id as id_of
-from hpo.store.attrs import ATTEMPT_ATTR, INFO_ATTR, RETRY_OF_ATTR, was_stopped
 from hpo.run.recorder import StudyRecorder
 from hpo.spec.study import StudySpec
+from hpo.store.attrs import ATTEMPT_ATTR, INFO_ATTR, RETRY_OF_ATTR, was_stopped
+from hpo.store.jobs import JobState
+from hpo.store.optuna_adapter import trial_id as id_of
 from workers.runner import TrialOutcome, TrialTask
 
 log = logging.getLogger("hpo.run.driver")

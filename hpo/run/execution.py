@@ -8,17 +8,16 @@ from collections.abc import Callable
 
 import optuna
 
-from hpo.run.backend import TrialBackend
 from hpo.defaults import HEARTBEAT_S, LEASE_S
+from hpo.errors import StudyMissing
+from hpo.run.backend import TrialBackend
 from hpo.run.driver import DriverResult, LeaseLost, StudyDriver
 from hpo.run.events import Observer
-from hpo.errors import StudyMissing
+from hpo.spec.study import StudySpec
+from hpo.store.database import Store
 from hpo.store.jobs import Jobs, JobState
 from hpo.store.optuna_adapter import may_own
 from hpo.store.owned_storage import OwnedStudyStorage
-from hpo.spec.study import StudySpec
-from hpo.store.database import Store
-
 
 
 def run_job(

@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
-from hpo.run.backend import Decision, Events, Finished, Slot, TrialBackend
 from hpo.errors import HpoError
+from hpo.run.backend import Decision, Events, Finished, Slot, TrialBackend
 from hpo.run.credentials import scrubbed_environment
 from workers.runner import LOCAL_NODE_VAR, TrialOutcome, TrialTask
 

@@ -21,12 +21,12 @@ from typing import Any
 
 import ray
 
+from hpo.errors import HpoError
 from hpo.run.backend import Decision, Events, Finished, Slot, TrialBackend
 from hpo.run.driver import Placement, trial_slot
-from hpo.errors import HpoError
 from hpo.run.ray_runtime import cluster_capacity
-from hpo.spec.study import StudySpec
 from hpo.run.submission import apply_objective_check
+from hpo.spec.study import StudySpec
 from workers.channel import process_channel
 from workers.runner import TrialOutcome, TrialTask
 from workers.worker import TrialWorker

@@ -74,19 +74,30 @@ def release(path: Path | None, grace_s: float = 2.0) -> None:
 
 def stop_session(session_dir: str, grace_s: float) -> int:
     """SIGTERM the processes of the runtime of ``session_dir``, SIGKILL them after ``grace_s``;
-    returns how many there were."""
+    returns how many there were. Looks again afterwards (a raylet still alive may have started a
+    process meanwhile), a few rounds at most."""
     if not session_dir.startswith("/") or len(session_dir) < 8:
         return 0
-    found = processes_of(session_dir)
-    for victim in found:
-        _signal(victim, signal.SIGTERM)
-    left, deadline = list(found), time.monotonic() + grace_s
-    while left and time.monotonic() < deadline:
-        time.sleep(0.1)
-        left = [p for p in left if _alive(p)]
-    for victim in left:
-        _signal(victim, signal.SIGKILL)
-    return len(found)
+    stopped: set[int] = set()
+    for _ in range(3):
+        found = processes_of(session_dir)
+        if not found:
+            break
+        stopped.update(found)
+        for victim in found:
+            _signal(victim, signal.SIGTERM)
+        _wait_gone(found, grace_s)
+        for victim in found:
+            if _alive(victim):
+                _signal(victim, signal.SIGKILL)
+        _wait_gone(found, 2.0)
+    return len(stopped)
+
+
+def _wait_gone(pids: list[int], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _uses(pid: int, session_dir: str) -> bool:

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 
 import ray  # hpo/__init__.py set RAY_AUTH_MODE before this import
 
+from hpo.errors import HpoError
 from hpo.run import ray_leftovers
 from hpo.run.credentials import without_credentials
-from hpo.errors import HpoError
 
 ENV_VAR = "HPO_RAY_ADDRESS"
 

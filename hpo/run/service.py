@@ -17,16 +17,16 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from hpo.run.driver import LeaseLost, plan_placement
-from hpo.errors import HpoError, RuntimeLost, StudyMissing
 from hpo.defaults import HEARTBEAT_S, KEEP_IDLE_WORKERS_S, LEASE_S, MAX_STUDIES, POLL_S
+from hpo.errors import HpoError, RuntimeLost, StudyMissing
+from hpo.run.driver import LeaseLost, plan_placement
 from hpo.run.execution import run_job
-from hpo.store.jobs import Job, Jobs, JobState, default_owner
 from hpo.run.ray_backend import POOL, RayBackend
 from hpo.run.ray_runtime import cluster_capacity
+from hpo.run.submission import check_objective
 from hpo.spec.study import StudySpec
 from hpo.store.database import Store
-from hpo.run.submission import check_objective
+from hpo.store.jobs import Job, Jobs, JobState, default_owner
 
 log = logging.getLogger("hpo.serve")
 
@@ -102,7 +102,7 @@ class Server:
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set; then hand every running study back."""
-        self._exclusive_sqlite()
+        self.exclusive_sqlite()
         self.store.upgrade()
         log.info("serving %s as %s", self.store.masked, self.owner)
         backoff = self.poll_s
@@ -196,10 +196,11 @@ class Server:
         except Exception as exc:  # keep serving the other studies
             log.error("study %s stopped: %s: %s", name, type(exc).__name__, self.store.scrub(exc))
 
-    def _exclusive_sqlite(self) -> None:
-        """SQLite has no row locks to share a queue safely: one serve per database file."""
+    def exclusive_sqlite(self) -> None:
+        """SQLite has no row locks to share a queue safely: one serve per database file (an OS
+        lock next to it, held until this process ends). Idempotent."""
         path: Path | None = self.store.sqlite_path
-        if path is None:
+        if path is None or self._lock_file is not None:
             return
         lock_path = path.with_name(path.name + ".serve-lock")
         self._lock_file = open(lock_path, "a+")

@@ -6,9 +6,9 @@ import optuna
 import sqlalchemy as sa
 
 from hpo.errors import HpoError
-from hpo.store.jobs import FINISHED, Job, Jobs, JobState, utcnow
 from hpo.spec.study import StudySpec
 from hpo.store.database import Store
+from hpo.store.jobs import FINISHED, Job, Jobs, JobState, utcnow
 from workers.runner import locate_objective as locate_in_source
 
 

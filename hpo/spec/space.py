@@ -8,7 +8,7 @@ when an earlier parameter has one of the given values (``momentum`` only when ``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import optuna
 import yaml
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, m
 
 from hpo.errors import HpoError
 
-Scalar = Union[None, bool, int, float, str]
+Scalar = None | bool | int | float | str
 
 
 class _Param(BaseModel):
@@ -118,7 +118,7 @@ def _check_range(low: float, high: float, log: bool, step: float | None) -> None
         raise ValueError("log and step cannot be combined")
 
 
-Param = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
+Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 
 
 class SearchSpace(RootModel[dict[str, Param]]):

@@ -184,7 +184,7 @@ class StudySpec(_Strict):
     def from_json(cls, text: str) -> StudySpec:
         data = json.loads(text)
         base_dir = Path(data.pop("_base_dir", "."))
-        return parse_spec(data, base_dir=base_dir, source="stored spec", try_run=False)
+        return parse_spec(data, base_dir=base_dir, source="stored spec", trusted=True)
 
 
 def load_spec(path: str | Path, **overrides: Any) -> StudySpec:
@@ -202,10 +202,11 @@ def load_spec(path: str | Path, **overrides: Any) -> StudySpec:
     return parse_spec(data, base_dir=path.resolve().parent, source=str(path))
 
 
-def parse_spec(data: dict[str, Any], *, base_dir: Path, source: str = "spec", try_run: bool = True) -> StudySpec:
-    """Validate a spec given as a mapping (search_space may be a name, a path or a mapping).
-    ``try_run``: also run its sampler and pruner for two throwaway trials (a stored spec, read
-    back, was tried when it was submitted)."""
+def parse_spec(data: dict[str, Any], *, base_dir: Path, source: str = "spec", trusted: bool = False) -> StudySpec:
+    """Validate a spec given as a mapping (search_space may be a name, a path or a mapping), and
+    build and try its sampler and pruner on two throwaway trials. ``trusted``: a stored spec,
+    read back, whose sampler and pruner were tried when it was submitted: not built again (so
+    `hpo list` over many studies builds none; the driver builds them when it runs one)."""
     data = dict(data)
     if "search_space" in data:
         ref = data["search_space"]
@@ -220,6 +221,8 @@ def parse_spec(data: dict[str, Any], *, base_dir: Path, source: str = "spec", tr
     except ValidationError as exc:
         raise HpoError(f"{source}: {_describe(exc)}") from None
     spec._base_dir = base_dir
+    if trusted:
+        return spec
     try:
         spec.build_sampler()
     except HpoError as exc:
@@ -228,8 +231,7 @@ def parse_spec(data: dict[str, Any], *, base_dir: Path, source: str = "spec", tr
         spec.build_pruner()
     except HpoError as exc:
         raise HpoError(f"{source}: field 'pruner': {exc}") from None
-    if try_run:
-        _try_sampler_and_pruner(spec, source)
+    _try_sampler_and_pruner(spec, source)
     return spec
 
 
