@@ -7,12 +7,14 @@ import re
 import tomllib
 
 import optuna
+import sqlalchemy as sa
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from hpo import api
 from hpo.store import optuna_adapter
 from hpo.store.optuna_adapter import TESTED_OPTUNA, owned_storage_refusal
+from hpo.store.schema import trial_attempts
 
 from conftest import REPO
 from studies import assert_exact_budget, make_spec
@@ -61,5 +63,13 @@ def test_an_unknown_schema_runs_the_study_through_optunas_own_storage(sqlite_url
     study = optuna.load_study(study_name="plain", storage=sqlite_url)
     assert_exact_budget(study, 6)
     assert all(t.intermediate_values for t in study.get_trials(states=(TrialState.COMPLETE,)))
+    # hpo's attempt rows went through the recorder's own write queue: one per trial, all ended
+    engine = sa.create_engine(sqlite_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(trial_attempts.c.trial_number, trial_attempts.c.state)
+                            .where(trial_attempts.c.study_name == "plain")).all()
+    engine.dispose()
+    states = {t.number: t.state.name for t in study.trials}
+    assert sorted(n for n, _ in rows) == sorted(states) and all(state == states[n] for n, state in rows)
     warnings = [r.getMessage() for r in caplog.records if r.name == "hpo.optuna"]
     assert len(warnings) == 1 and "through Optuna's own storage" in warnings[0]

@@ -123,9 +123,9 @@ def test_a_flush_retried_after_it_committed_writes_nothing_twice(store):
     trial.suggest_float("x", 0.0, 1.0)
     trial.report(1.0, 0)
     trial.set_user_attr("k", "v")
-    queued = dict(storage._pending)
+    queued = dict(storage.queue._pending)
     storage.flush()
-    storage._pending.update(queued)  # as if that commit's reply never came back
+    storage.queue._pending.update(queued)  # as if that commit's reply never came back
     storage.flush()
     stored = _db_trials(store)[0]
     assert set(stored.params) == {"x"} and stored.intermediate_values == {0: 1.0} and stored.user_attrs == {"k": "v"}
@@ -215,7 +215,7 @@ class _ReplyLost:
 
     def __init__(self, storage: OwnedStudyStorage) -> None:
         self.armed = False
-        sa.event.listen(storage._session, "after_commit", self)
+        sa.event.listen(storage.queue._session, "after_commit", self)
 
     def __call__(self, session) -> None:
         if self.armed:

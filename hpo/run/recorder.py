@@ -6,9 +6,11 @@ Two properties live here rather than in the scheduling logic:
   a fail-over), so the driver pauses instead of dying; results wait in Ray's object store
   meanwhile and are written when the database is back. Retried writes are idempotent: a tell
   that committed before the connection broke is recognised and not told twice.
-* Batching. With the driver's own storage (`OwnedStudyStorage`) writes are queued and the
-  driver calls `flush` once per tick; a tell commits everything queued for the study with it,
-  attempt rows included, in one transaction.
+* Batching. Writes go to one write queue (hpo.store.write_queue) and the driver calls `flush`
+  once per tick. On the driver's own storage (`OwnedStudyStorage`) that queue is the storage's:
+  a tell commits everything queued for the study with it, attempt rows included, in one
+  transaction. On Optuna's own storage (write-behind off, see hpo.store.optuna_adapter) Optuna
+  commits each write itself and the queue, holding only attempt rows, is flushed after each.
 """
 
 from __future__ import annotations
@@ -24,14 +26,15 @@ from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import sessionmaker
 from sqlalchemy.sql import Executable
 
 from hpo.store.attrs import ATTEMPT_ATTR, ERROR_ATTR, INFO_ATTR, RETRY_OF_ATTR, STOPPED_ATTR
 from hpo.store.jobs import utcnow
 from hpo.store.optuna_adapter import inside_optimize, stop_requested, storage_of, study_id_of
 from hpo.store.optuna_adapter import trial_id as id_of
-from hpo.store.owned_storage import OwnedStudyStorage
 from hpo.store.schema import trial_attempts
+from hpo.store.write_queue import WriteQueue
 
 log = logging.getLogger("hpo.run.driver")
 T = TypeVar("T")
@@ -82,7 +85,14 @@ class StudyRecorder:
         self.outage_timeout = outage_timeout
         self._multi_objective = len(study.directions) > 1
         self.storage = storage_of(study)
-        self._batched = isinstance(self.storage, OwnedStudyStorage)
+        # One write queue for the study's rows and hpo's attempt rows. On the owned storage it is
+        # the storage's own, so an attempt's end commits with its trial's tell; on Optuna's own
+        # storage (write-behind off) Optuna commits each write, and the queue is flushed after.
+        queue = getattr(self.storage, "queue", None)
+        self._commits_with_tells = isinstance(queue, WriteQueue)
+        if not self._commits_with_tells:
+            queue = WriteQueue(sessionmaker(bind=engine)) if engine is not None else None
+        self.queue: WriteQueue | None = queue
 
     # -- resilience -------------------------------------------------------------------------
 
@@ -100,10 +110,9 @@ class StudyRecorder:
                 delay = min(delay * 2, 10.0)
 
     def flush(self) -> None:
-        """Write what is queued, in one transaction (nothing to do for a storage that writes at
-        once)."""
-        if self._batched and self.storage.pending:
-            self._retrying("flush", self.storage.flush)
+        """Write what is queued, in one transaction."""
+        if self.queue is not None and self.queue.pending:
+            self._retrying("flush", self.queue.flush)
 
     # -- trials ---------------------------------------------------------------------------
 
@@ -112,9 +121,10 @@ class StudyRecorder:
 
     def started(self, trial: optuna.Trial, when: datetime) -> None:
         """The trial's worker started it at ``when`` (queued writes; Optuna stamped the ask)."""
-        if self._batched:
+        set_start = getattr(self.storage, "set_trial_start", None)  # Optuna's own storage has none
+        if set_start is not None:
             try:
-                self.storage.set_trial_start(id_of(trial), when)
+                set_start(id_of(trial), when)
             except UpdateFinishedTrialError:
                 pass
 
@@ -189,24 +199,26 @@ class StudyRecorder:
     def _finish(
         self, trial_id: int, number: int, state: TrialState, reason: str | None, write: Callable[[], FrozenTrial]
     ) -> FrozenTrial | None:
-        """Finish a trial and its attempt row (in the same transaction when batched); None when
-        the trial was finished already (a late result, dropped)."""
+        """Finish a trial and its attempt row (in the tell's transaction on the owned storage);
+        None when the trial was finished already (a late result, dropped)."""
 
         def attempt() -> FrozenTrial:
             current = self.storage.get_trial(trial_id)
             if current.state.is_finished():
                 return current
-            if self._batched and self.engine is not None:
-                self.storage.defer(self._attempt_end(number, state.name, reason), trial_id, ("attempt-end", number))
+            if self.queue is not None and self.engine is not None:
+                self.queue.defer(self._attempt_end(number, state.name, reason), trial_id, ("attempt-end", number))
             return write()
 
         frozen = self._retrying("tell", attempt)
         if frozen.state != state:
             log.warning("trial %d was already %s; result dropped", frozen.number, frozen.state.name)
+            if self.queue is not None:
+                self.queue.drop(trial_id)  # the attempt's end as queued above is not what happened
             self.attempt_finished(number, "DROPPED", reason)
             return None
-        if not self._batched:
-            self.attempt_finished(number, state.name, reason)
+        if not self._commits_with_tells:
+            self.flush()
         return frozen
 
     def state_of(self, trial_id: int) -> TrialState:
@@ -270,15 +282,11 @@ class StudyRecorder:
         )
 
     def _write_attempt(self, statement: Executable, trial_id: int, key: tuple) -> None:
-        if self._batched:
-            self.storage.defer(statement, trial_id, key)
-            return
-
-        def write() -> None:
-            with self.engine.begin() as conn:
-                conn.execute(statement)
-
-        self._retrying("attempt", write)
+        """Queue an attempt row's change; on the owned storage it commits with the next flush
+        (the driver flushes before it dispatches a trial), else at once."""
+        self.queue.defer(statement, trial_id, key)
+        if not self._commits_with_tells:
+            self.flush()
 
     def renew_attempts(self, lease_s: float) -> None:
         """Extend the lease of every attempt this owner is running (one statement)."""

@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Container, Sequence
-from dataclasses import dataclass
+from collections.abc import Container, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -38,36 +37,13 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import Table
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import Executable
 
 from hpo.store.optuna_adapter import FrozenStudy, models
 from hpo.store.optuna_adapter import trial_id as id_of
-
-Op = Callable[[Session], None]
-
-
-@dataclass(frozen=True)
-class _Insert:
-    table: Table
-    row: dict[str, Any]
-
-
-def _insert_rows(table: Table, rows: list[dict[str, Any]], session: Session) -> None:
-    session.execute(table.insert(), rows)
-
-
-def _duplicate(exc: IntegrityError) -> bool:
-    """A unique key violated (the row exists), as opposed to e.g. a NOT NULL violation."""
-    orig = exc.orig
-    if getattr(orig, "sqlstate", None) == "23505":  # PostgreSQL
-        return True
-    if orig is not None and orig.args and orig.args[0] == 1062:  # MySQL / MariaDB
-        return True
-    return "UNIQUE constraint failed" in str(orig)  # SQLite
+from hpo.store.write_queue import WriteQueue
 
 
 class _NotWaiting(Exception):
@@ -86,11 +62,11 @@ class OwnedStudyStorage(BaseStorage):
         self._trials: list[FrozenTrial] = []  # by trial number
         self._by_id: dict[int, FrozenTrial] = {}
         self._distributions: dict[str, BaseDistribution] = {}  # each parameter's first distribution
-        self._pending: dict[tuple, _Insert | Op] = {}  # (kind, trial_id, ...) -> write, in order
-        self._statements = 0
         self._unsure = False  # a trial's insert failed: it may have committed all the same
         # Our own sessions: Optuna's thread-local one is committed by any Optuna call in between.
-        self._session = sessionmaker(bind=engine if engine is not None else backend.engine)
+        # the queue of writes not yet in the database; hpo's own rows (deferred by the recorder)
+        # commit in the same transactions as the study's
+        self.queue = WriteQueue(sessionmaker(bind=engine if engine is not None else backend.engine))
         for trial in backend.get_all_trials(self.study_id, deepcopy=False):
             self._remember(trial)
 
@@ -121,101 +97,21 @@ class OwnedStudyStorage(BaseStorage):
             self.check_trial_is_updatable(trial_id, trial.state)
         return trial
 
-    # -- the write-behind queue -------------------------------------------------------------
+    # -- the write-behind queue (hpo.store.write_queue) --------------------------------------
 
     @property
     def pending(self) -> int:
         """How many writes wait for the next flush."""
-        return len(self._pending)
+        return self.queue.pending
 
     def defer(self, statement: Executable, trial_id: int | None = None, key: Any = None) -> None:
         """Queue a statement on another table (hpo's own rows) for the next flush, so it commits
         with the study's writes. A later statement with the same ``key`` replaces it."""
-        if key is None:
-            self._statements += 1
-            key = self._statements
-        self._pending[("statement", trial_id, key)] = lambda session: session.execute(statement)
+        self.queue.defer(statement, trial_id, key)
 
     def flush(self) -> None:
         """Write every queued change in one transaction."""
-        self._write(None)
-
-    def _queue(self, key: tuple, exists: bool, model: type, row: dict[str, Any], match: tuple[str, ...]) -> None:
-        """Queue the write of one row of ``model``: an insert when the row is new, else an update
-        of the row that ``match`` (column names) identifies. A row whose insert is queued and not
-        flushed yet stays an insert, with the newer values."""
-        table = model.__table__
-        if not exists or isinstance(self._pending.get(key), _Insert):
-            self._pending[key] = _Insert(table, row)
-            return
-        where = [table.c[name] == row[name] for name in match]
-        changes = {name: value for name, value in row.items() if name not in match}
-        self._pending[key] = lambda session: session.execute(table.update().where(*where).values(changes))
-
-    def _ops(self) -> list[Op]:
-        """The queue as writes: the inserts of each table as one multi-row statement, then the
-        rest in the order they were queued."""
-        inserts: dict[Table, list[dict[str, Any]]] = {}
-        others: list[Op] = []
-        for write in self._pending.values():
-            if isinstance(write, _Insert):
-                inserts.setdefault(write.table, []).append(write.row)
-            else:
-                others.append(write)
-        grouped: list[Op] = [partial(_insert_rows, table, rows) for table, rows in inserts.items()]
-        return grouped + others
-
-    def _write(self, final: Callable[[Session], Any] | None) -> Any:
-        if not self._pending and final is None:
-            return None
-        session = self._session()
-        try:
-            try:
-                for op in self._ops():
-                    op(session)
-                result = final(session) if final is not None else None
-                session.commit()
-            except IntegrityError as exc:
-                if not _duplicate(exc):
-                    raise
-                # Rows that exist already: an earlier flush committed but its reply was lost.
-                # Write each change on its own, keeping the ones that are not there yet.
-                session.rollback()
-                result = self._write_one_by_one(final)
-        except BaseException:
-            try:
-                session.rollback()
-            except Exception:  # e.g. the commit went through and only its reply failed
-                pass  # the original error is the one to report
-            raise
-        finally:
-            session.close()
-        self._pending.clear()
-        return result
-
-    def _write_one_by_one(self, final: Callable[[Session], Any] | None) -> Any:
-        ops: list[Op] = [
-            partial(_insert_rows, w.table, [w.row]) if isinstance(w, _Insert) else w for w in self._pending.values()
-        ]
-        result = None
-        for op in [*ops, final]:
-            if op is None:
-                continue
-            session = self._session()
-            try:
-                result = op(session)
-                session.commit()
-            except IntegrityError as exc:
-                if not _duplicate(exc):
-                    raise
-                session.rollback()  # this row is there already
-            finally:
-                session.close()
-        return result if final is not None else None
-
-    def _drop_pending(self, trial_id: int) -> None:
-        for key in [k for k in self._pending if k[1] == trial_id]:
-            del self._pending[key]
+        self.queue.flush()
 
     # -- studies: pass through ------------------------------------------------------------
 
@@ -259,7 +155,7 @@ class OwnedStudyStorage(BaseStorage):
         if template_trial is not None:  # an enqueued or added trial: Optuna's own path (rare)
             frozen = self.backend.get_trial(self.backend.create_new_trial(study_id, template_trial))
         else:
-            frozen = self._write(partial(self._insert_trial, len(self._trials), datetime.now()))
+            frozen = self.queue.write(partial(self._insert_trial, len(self._trials), datetime.now()))
         self._unsure = False
         self._remember(frozen)
         return id_of(frozen)
@@ -297,7 +193,7 @@ class OwnedStudyStorage(BaseStorage):
             check_distribution_compatibility(previous, distribution)
         row = dict(trial_id=trial_id, param_name=param_name, param_value=param_value_internal,
                    distribution_json=distribution_to_json(distribution))
-        self._queue(("param", trial_id, param_name), param_name in trial.params, models.TrialParamModel, row,
+        self.queue.upsert(("param", trial_id, param_name), param_name in trial.params, models.TrialParamModel, row,
                     ("trial_id", "param_name"))
         self._change(trial, params={**trial.params, param_name: distribution.to_external_repr(param_value_internal)},
                      distributions={**trial.distributions, param_name: distribution})
@@ -344,12 +240,12 @@ class OwnedStudyStorage(BaseStorage):
                 session.execute(value_table.insert(), rows)
 
         try:
-            self._write(change)  # the queued writes commit with the state change
+            self.queue.write(change)  # the queued writes commit with the state change
         except _NotWaiting:
             return False
         except UpdateFinishedTrialError:
             # Finished by someone else (the study was taken over): drop what we queued for it.
-            self._drop_pending(trial_id)
+            self.queue.drop(trial_id)
             self._change(trial, state=self.backend.get_trial(trial_id).state)
             raise
         changes: dict[str, Any] = {"state": state}
@@ -370,7 +266,7 @@ class OwnedStudyStorage(BaseStorage):
         if trial is None or trial.datetime_start == when:
             return
         row = dict(trial_id=trial_id, datetime_start=when)
-        self._queue(("start", trial_id), True, models.TrialModel, row, ("trial_id",))
+        self.queue.upsert(("start", trial_id), True, models.TrialModel, row, ("trial_id",))
         self._change(trial, datetime_start=when)
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
@@ -381,7 +277,7 @@ class OwnedStudyStorage(BaseStorage):
         model = models.TrialIntermediateValueModel
         stored, kind = model.intermediate_value_to_stored_repr(intermediate_value)
         row = dict(trial_id=trial_id, step=step, intermediate_value=stored, intermediate_value_type=kind)
-        self._queue(("report", trial_id, step), step in trial.intermediate_values, model, row, ("trial_id", "step"))
+        self.queue.upsert(("report", trial_id, step), step in trial.intermediate_values, model, row, ("trial_id", "step"))
         self._change(trial, intermediate_values={**trial.intermediate_values, step: intermediate_value})
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
@@ -399,7 +295,7 @@ class OwnedStudyStorage(BaseStorage):
             return
         attrs = getattr(trial, field)
         row = dict(trial_id=trial_id, key=key, value_json=json.dumps(value))
-        self._queue((model.__tablename__, trial_id, key), key in attrs, model, row, ("trial_id", "key"))
+        self.queue.upsert((model.__tablename__, trial_id, key), key in attrs, model, row, ("trial_id", "key"))
         self._change(trial, **{field: {**attrs, key: copy.deepcopy(value)}})
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
