@@ -24,6 +24,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check hpo workers tests benchmarks alembic
+	$(BIN)/mypy
 
 # The owned storage's differential test on the oldest Optuna pyproject.toml allows (the newest
 # runs the whole suite, Optuna's storage contract included): a small second environment.

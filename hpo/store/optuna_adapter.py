@@ -30,12 +30,12 @@ TESTED_SCHEMAS = frozenset({"v3.2.0.a"})
 
 def trial_id(trial: Any) -> int:
     """The storage id of an ``optuna.Trial`` or ``FrozenTrial`` (Optuna keeps it private)."""
-    return trial._trial_id
+    return int(trial._trial_id)
 
 
 def study_id_of(study: optuna.Study) -> int:
     """The storage id of a study (Optuna keeps it private)."""
-    return study._study_id
+    return int(study._study_id)
 
 
 def storage_of(study: optuna.Study) -> Any:

@@ -19,7 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 
-Op = Callable[[Session], None]
+Op = Callable[[Session], Any]
+Key = tuple[Any, ...]  # (kind, trial id, ...): what a queued write is about
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def _duplicate(exc: IntegrityError) -> bool:
 class WriteQueue:
     def __init__(self, session_factory: Callable[[], Session]) -> None:
         self._session = session_factory
-        self._pending: dict[tuple, _Insert | Op] = {}  # (kind, trial_id, ...) -> write, in order
+        self._pending: dict[Key, _Insert | Op] = {}  # (kind, trial_id, ...) -> write, in order
         self._statements = 0
 
     @property
@@ -65,11 +66,11 @@ class WriteQueue:
         """Write every queued change in one transaction."""
         self.write(None)
 
-    def upsert(self, key: tuple, exists: bool, model: type, row: dict[str, Any], match: tuple[str, ...]) -> None:
+    def upsert(self, key: Key, exists: bool, model: Any, row: dict[str, Any], match: tuple[str, ...]) -> None:
         """Queue the write of one row of ``model``: an insert when the row is new, else an update
         of the row that ``match`` (column names) identifies. A row whose insert is queued and not
-        flushed yet stays an insert, with the newer values."""
-        table = model.__table__
+        flushed yet stays an insert, with the newer values. ``model``: an ORM model class."""
+        table: Table = model.__table__
         if not exists or isinstance(self._pending.get(key), _Insert):
             self._pending[key] = _Insert(table, row)
             return
