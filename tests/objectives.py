@@ -97,6 +97,8 @@ def pid_writer(params, reporter, workdir: str, steps: int = 6, delay: float = 0.
         for step in range(steps):
             time.sleep(delay)
             reporter.report(step, value + 1.0 / (step + 1))
+            with mark.open("a") as f:  # a line per step reported, for a test to wait on
+                f.write(f"{step}\n")
         return value
     finally:
         mark.unlink(missing_ok=True)

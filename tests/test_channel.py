@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -48,14 +49,26 @@ def test_one_channel_per_process_and_a_dead_one_is_replaced(ray_runtime):
     assert ray.get(second.report.remote("box", "t", 0, 1.0, False)) is False
 
 
+def _ppid(stat: Path) -> int | None:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):  # the process ended meanwhile
+        return None
+
+
 def _channel_processes() -> int:
-    """Live processes whose title is Ray's for a ReportChannel actor (from /proc)."""
+    """Live ReportChannel actor processes of this test session's Ray runtime: titled so by Ray,
+    and children of a raylet that this process started (another Ray on the machine, e.g. a
+    second test run, has channels of its own)."""
+    stats = {int(p.parent.name): p for p in Path("/proc").glob("[0-9]*/stat")}
+    ours = {pid for pid, stat in stats.items() if _ppid(stat) == os.getpid()}  # raylet, gcs_server, ...
     count = 0
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for pid, stat in stats.items():
         try:
-            count += cmdline.read_bytes().startswith(b"ray::ReportChannel")
-        except OSError:  # the process ended meanwhile
-            pass
+            titled = (stat.parent / "cmdline").read_bytes().startswith(b"ray::ReportChannel")
+        except OSError:
+            continue
+        count += titled and _ppid(stat) in ours
     return count
 
 

@@ -56,26 +56,40 @@ def test_killing_workers_five_times(ray_runtime, sqlite_url, tmp_path, backend):
     killed_pids: list[int] = []
     done = threading.Event()
 
-    def first_attempt(number: int) -> bool:
+    def trial(number: int):
         trials = optuna.load_study(study_name="kills", storage=sqlite_url).get_trials(deepcopy=False)
-        return number < len(trials) and "hpo:attempt" not in trials[number].user_attrs
+        return trials[number] if number < len(trials) else None
+
+    def wait_for(condition) -> bool:
+        deadline = time.monotonic() + 60
+        while not condition() and not done.is_set() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return condition()
+
+    def steps_reported(mark) -> int:
+        try:
+            return len(mark.read_text().splitlines())
+        except OSError:  # the trial ended: its mark is gone
+            return -1
 
     def killer() -> None:
+        """Event-driven: kill a first attempt once it has reported a step, then wait until the
+        driver has recorded that trial failed before choosing the next."""
         seen = set()
         while len(killed) < 5 and not done.is_set():
-            for mark in sorted(tmp_path.glob("*.pid")):
-                number, pid = map(int, mark.stem.split("-"))
-                if number in seen or not first_attempt(number):  # kill first attempts only
-                    continue
-                seen.add(number)
-                time.sleep(0.4)  # let it report a step or two first
-                if mark.exists():
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(number)
-                    killed_pids.append(pid)
-                    time.sleep(1.0)
-                break
-            time.sleep(0.1)
+            marks = [(int(m.stem.split("-")[0]), int(m.stem.split("-")[1]), m) for m in sorted(tmp_path.glob("*.pid"))]
+            fresh = [(n, pid, m) for n, pid, m in marks
+                     if n not in seen and (t := trial(n)) is not None and "hpo:attempt" not in t.user_attrs]
+            if not fresh:
+                time.sleep(0.02)
+                continue
+            number, pid, mark = fresh[0]
+            seen.add(number)
+            if wait_for(lambda: steps_reported(mark) != 0) and steps_reported(mark) > 0:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(number)
+                killed_pids.append(pid)
+                wait_for(lambda: trial(number).state == TrialState.FAIL)
 
     thread = threading.Thread(target=killer)
     thread.start()
@@ -94,9 +108,14 @@ def test_killing_workers_five_times(ray_runtime, sqlite_url, tmp_path, backend):
         assert "Worker" in trial.user_attrs["hpo:error"] or "died" in trial.user_attrs["hpo:error"]
     assert_retried(study, failed)
     # Each killed worker was replaced by one new worker: the retries ran elsewhere, and no more
-    # processes ran trials than the two slots plus one per kill.
+    # processes ran trials than the two slots plus one per kill (a killed worker may have run
+    # trials before the one it died in).
     pids = {t.user_attrs["hpo:run"]["pid"] for t in study.trials if t.state != TrialState.FAIL}
-    assert not pids & set(killed_pids) and len(pids) <= 2 + len(killed_pids)
+    died_in = dict(zip(killed, killed_pids))  # trial number -> the pid killed under it
+    retries = [t for t in study.trials if t.user_attrs.get("hpo:retry_of") in died_in and t.state != TrialState.FAIL]
+    assert len(retries) == len(killed)
+    assert all(t.user_attrs["hpo:run"]["pid"] != died_in[t.user_attrs["hpo:retry_of"]] for t in retries)
+    assert len(pids | set(killed_pids)) <= 2 + len(killed_pids)
     rows = attempts(sqlite_url, "kills")
     assert len(rows) == 25  # 20 trials + 5 retries, one row per attempt
     assert sorted(r["trial_number"] for r in rows if r["state"] == "FAIL") == sorted(killed)
