@@ -232,6 +232,8 @@ def test_sigterm_hands_running_trials_back_like_ctrl_c(tmp_path, backend):
     assert summary["state"] == "INTERRUPTED"
     # handed back is not failed: counted apart, and no failure limit (here 0) is reached by it
     assert summary["failed"] == 0 and summary["stopped"] == len(states), summary
+    if backend == "ray":
+        return  # resuming is the same on both backends; checked once, on the quicker one
     spec.write_text(spec.read_text().replace("steps: 200", "steps: 2"))
     again = subprocess.run([HPO, "run", str(spec), "--storage", url, "--backend", backend, "--json"],
                            capture_output=True, text=True, env=env, timeout=240)

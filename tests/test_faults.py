@@ -130,7 +130,7 @@ def test_killing_workers_five_times(ray_runtime, sqlite_url, tmp_path, backend):
 SLOW = """\
 name: {name}
 objective: builtin:branin
-objective_args: {{steps: 5, delay: 0.3}}
+objective_args: {{steps: 5, delay: 0.2}}
 search_space: branin
 sampler: random
 n_trials: {n}

@@ -77,6 +77,9 @@ def test_locate_objective_finds_typos_without_running_the_module(tmp_path):
         "objective 'trian:objective' cannot be imported: ModuleNotFoundError: No module named 'trian'")
     assert locate_objective("pkg.sub.nope:objective", here) == (
         "objective 'pkg.sub.nope:objective' cannot be imported: ModuleNotFoundError: No module named 'pkg.sub.nope'")
+    assert locate_objective("train.py:objective", here) == (
+        "objective 'train.py:objective' cannot be imported: ModuleNotFoundError: No module named 'train.py' "
+        "(name the module, not its file: 'train:objective')")
     assert locate_objective("train:objectiv", here) == (
         "objective 'train:objectiv' cannot be imported: ImportError: module 'train' has no attribute 'objectiv'")
     assert locate_objective("broken:objective", here).startswith(

@@ -41,8 +41,8 @@ def write_spec(tmp_path: Path, name: str, n: int = 6, seed: int = 0) -> Path:
     return path
 
 
-def start_serve(url: str, *args: str, log: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "HPO_STORAGE"}
+def start_serve(url: str, *args: str, log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "HPO_STORAGE"} | (extra_env or {})
     return subprocess.Popen([HPO, "serve", "--storage", url, "--poll", "0.5", *args],
                             stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
 
@@ -67,12 +67,13 @@ def wait_finished(url: str, names: list[str], timeout: float) -> dict[str, str]:
     return states
 
 
-def serve_slow_study(tmp_path: Path, url: str, n: int, seed: int, delay: float) -> subprocess.Popen:
+def serve_slow_study(tmp_path: Path, url: str, n: int, seed: int, delay: float,
+                     extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     """Submit study "slow" (n trials of 4 steps of ``delay`` s) and start a serve on it."""
     spec = tmp_path / "slow.yaml"
     spec.write_text(QUICK.format(name="slow", n=n, seed=seed).replace("delay: 0.05", f"delay: {delay}"))
     assert hpo("submit", str(spec), "--storage", url).returncode == 0
-    return start_serve(url, log=tmp_path / "a.log")
+    return start_serve(url, log=tmp_path / "a.log", extra_env=extra_env)
 
 
 def finish_with_a_new_serve(tmp_path: Path, url: str, n: int) -> None:
@@ -138,7 +139,7 @@ def test_serve_refuses_a_second_replica_on_one_sqlite_file(tmp_path):
 
 def test_sigterm_hands_running_trials_back_and_the_next_serve_finishes(tmp_path):
     url = f"sqlite:///{tmp_path}/term.db"
-    serve = serve_slow_study(tmp_path, url, n=10, seed=1, delay=0.35)
+    serve = serve_slow_study(tmp_path, url, n=10, seed=1, delay=0.25)
     try:
         wait_complete(url, "slow", 2)
     finally:
@@ -291,7 +292,11 @@ def test_a_cluster_with_no_live_cpu_hands_studies_back_instead_of_failing_them(r
 
 def test_a_serve_whose_raylet_dies_exits_3_and_the_next_serve_finishes(tmp_path):
     url = f"sqlite:///{tmp_path}/raylet.db"
-    serve = serve_slow_study(tmp_path, url, n=30, seed=2, delay=0.5)
+    # Ray's GCS declares a silent node dead after 5 failed health checks 3 s apart; checked
+    # faster here (Ray's own settings, for this serve's runtime only) the study can be short
+    fast_checks = {"RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "2",
+                   "RAY_health_check_timeout_ms": "500"}
+    serve = serve_slow_study(tmp_path, url, n=12, seed=2, delay=0.5, extra_env=fast_checks)
     try:
         wait_complete(url, "slow", 1)
         raylets = [p for p in _children_of(serve.pid) if b"raylet/raylet" in _cmdline(p)]
@@ -303,7 +308,7 @@ def test_a_serve_whose_raylet_dies_exits_3_and_the_next_serve_finishes(tmp_path)
     assert code == 3, (tmp_path / "a.log").read_text()[-2000:]
     mid = api.status("slow", storage=url)
     assert mid.state == "INTERRUPTED" and mid.running == 0
-    finish_with_a_new_serve(tmp_path, url, 30)
+    finish_with_a_new_serve(tmp_path, url, 12)
 
 
 def _cmdline(pid: int) -> bytes:

@@ -105,7 +105,10 @@ def locate_objective(ref: str, import_path: str | None) -> str | None:
         return None
     cannot = f"objective {ref!r} cannot be imported"
     if path is None:
-        return f"{cannot}: ModuleNotFoundError: No module named {module_name!r}"
+        hint = ""
+        if module_name.endswith(".py"):  # a file name where a module name belongs
+            hint = f" (name the module, not its file: '{module_name[:-3].replace('/', '.')}:{attr}')"
+        return f"{cannot}: ModuleNotFoundError: No module named {module_name!r}{hint}"
     if not path.endswith(".py"):
         return None
     try:
