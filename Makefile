@@ -26,14 +26,15 @@ lint: install
 	$(BIN)/ruff check hpo workers tests benchmarks alembic
 	$(BIN)/mypy
 
-# The owned storage's differential test on the oldest Optuna pyproject.toml allows (the newest
-# runs the whole suite, Optuna's storage contract included): a small second environment.
-OLDEST_OPTUNA ?= 4.5.0
+# Optuna's storage contract and the differential test of the owned storage on the oldest Optuna
+# pyproject.toml allows (the newest runs the whole suite, those included): a small second environment.
+OLDEST_OPTUNA ?= 5.0.0
 test-oldest-optuna:
 	$(PYTHON) -m venv .venv-oldest
 	.venv-oldest/bin/python -m pip install --quiet -c constraints.txt "optuna==$(OLDEST_OPTUNA)" sqlalchemy pytest
 	.venv-oldest/bin/python -m pip install --quiet --no-deps -e .
-	.venv-oldest/bin/python -m pytest --noconftest -p no:cacheprovider -q tests/test_owned_storage_differential.py
+	.venv-oldest/bin/python -m pytest --noconftest -p no:cacheprovider -q \
+		tests/test_owned_storage_contract.py tests/test_owned_storage_differential.py
 
 dashboard: install
 	$(BIN)/hpo dashboard --storage sqlite:///demo.db

@@ -60,14 +60,15 @@ def _wait_nodes(address: str, env: dict[str, str], nodes: int, timeout: float = 
             break
         except OSError:
             time.sleep(0.5)
+    status = None
     while time.monotonic() < deadline:
         status = subprocess.run([RAY, "status", "--address", address], capture_output=True, text=True, env=env,
                                 timeout=60)
         active = status.stdout.split("Active:")[-1].split("Pending:")[0] if "Active:" in status.stdout else ""
         if active.count("node_") >= nodes:
             return
-        time.sleep(1)
-    raise RuntimeError(f"the test cluster at {address} did not reach {nodes} nodes: {status.stdout}{status.stderr}")
+        time.sleep(0.3)
+    raise RuntimeError(f"the test cluster at {address} did not reach {nodes} nodes: {status and status.stdout}")
 
 
 @contextlib.contextmanager

@@ -144,7 +144,7 @@ def test_kill_9_of_serve_then_another_serve_finishes_exactly(tmp_path):
     spec = tmp_path / "crash.yaml"
     spec.write_text(SLOW.format(name="crash", n=12))
     assert hpo("submit", str(spec), "--storage", url).returncode == 0
-    first = start_serve(url, "--lease", "4", log=tmp_path / "first.log")
+    first = start_serve(url, "--lease", "2", log=tmp_path / "first.log")
     try:
         deadline = time.monotonic() + 120
         while api.status("crash", storage=url).complete < 3 and time.monotonic() < deadline:
@@ -156,7 +156,7 @@ def test_kill_9_of_serve_then_another_serve_finishes_exactly(tmp_path):
         first.wait(timeout=30)
     mid = api.status("crash", storage=url)
     assert mid.state == "RUNNING" and mid.running >= 1  # the dead owner left them behind
-    second = start_serve(url, "--lease", "4", log=tmp_path / "second.log")
+    second = start_serve(url, "--lease", "2", log=tmp_path / "second.log")
     try:
         states = wait_finished(url, ["crash"], timeout=180)
     finally:

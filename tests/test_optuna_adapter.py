@@ -45,7 +45,7 @@ def test_versions_and_schemas_outside_what_ci_tested_are_refused(sqlite_url):
     try:
         assert owned_storage_refusal(storage) is None  # the installed Optuna, its own schema
         assert "outside the versions" in owned_storage_refusal(storage, "6.0.0")
-        assert "outside the versions" in owned_storage_refusal(storage, "4.4.1")
+        assert "outside the versions" in owned_storage_refusal(storage, "4.9.0")
         assert owned_storage_refusal(storage, "5.1.3") is None
         storage.get_current_version = lambda: "v9.9.9.z"
         assert "schema is v9.9.9.z" in owned_storage_refusal(storage)

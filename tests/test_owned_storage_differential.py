@@ -1,7 +1,7 @@
 """Differential: one sequence of writes through hpo's owned storage and through Optuna's
 RDBStorage reads back the same through Optuna. Needs nothing but Optuna and SQLite, so CI also
-runs it on the oldest Optuna the package allows (`make test-oldest-optuna`), where Optuna ships
-no storage contract to run.
+runs it, with Optuna's storage contract, on the oldest Optuna the package allows
+(`make test-oldest-optuna`).
 """
 
 from __future__ import annotations
