@@ -73,3 +73,15 @@ def test_an_unknown_schema_runs_the_study_through_optunas_own_storage(sqlite_url
     assert sorted(n for n, _ in rows) == sorted(states) and all(state == states[n] for n, state in rows)
     warnings = [r.getMessage() for r in caplog.records if r.name == "hpo.optuna"]
     assert len(warnings) == 1 and "through Optuna's own storage" in warnings[0]
+
+
+def test_write_behind_can_be_turned_off_by_choice(sqlite_url, monkeypatch):
+    from hpo.store.optuna_adapter import may_own
+
+    storage = RDBStorage(sqlite_url)
+    try:
+        assert may_own(storage)
+        monkeypatch.setenv("HPO_WRITE_BEHIND", "off")
+        assert not may_own(storage)
+    finally:
+        storage.engine.dispose()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -86,8 +87,14 @@ def owned_storage_refusal(storage: RDBStorage, optuna_version: str | None = None
 _warned: set[str] = set()
 
 
+WRITE_BEHIND_VAR = "HPO_WRITE_BEHIND"  # "off": always write through Optuna's own storage
+
+
 def may_own(storage: RDBStorage) -> bool:
-    """Whether drivers may use the owned (write-behind) storage; warns once per reason if not."""
+    """Whether drivers may use the owned (write-behind) storage; warns once per reason if not.
+    ``HPO_WRITE_BEHIND=off`` turns it off by choice (no warning)."""
+    if os.environ.get(WRITE_BEHIND_VAR, "on").lower() in ("off", "0", "false", "no"):
+        return False
     reason = owned_storage_refusal(storage)
     if reason is None:
         return True
