@@ -6,6 +6,7 @@ import functools
 import logging
 import signal
 import sys
+import threading
 
 import click
 from rich.console import Console as RichConsole
@@ -71,10 +72,12 @@ def handle_errors(func):
         except HpoError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except Terminated:
-            click.echo("terminated: running trials were handed back; run again to resume", err=True)
-            sys.exit(143)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            # Ray turns an exception raised by a signal handler while it waits (ray.wait) into a
+            # plain KeyboardInterrupt: what was received is remembered, not read off the type.
+            if isinstance(exc, Terminated) or _TERMINATED.is_set():
+                click.echo("terminated: running trials were handed back; run again to resume", err=True)
+                sys.exit(143)
             click.echo("interrupted: running trials were stopped; run again to resume", err=True)
             sys.exit(130)
 
@@ -86,8 +89,12 @@ class Terminated(KeyboardInterrupt):
     running trials are handed back, the study resumes on the next run."""
 
 
+_TERMINATED = threading.Event()  # SIGTERM was received
+
+
 def _terminate_like_ctrl_c() -> None:
     def handler(signum, frame):
+        _TERMINATED.set()
         raise Terminated()
 
     signal.signal(signal.SIGTERM, handler)

@@ -70,14 +70,24 @@ def straggler(params, reporter):
     return params["x"]
 
 
-def gpu_probe(params, reporter):
-    """Records which GPU Ray assigned, torch's thread count, and when the trial ran."""
+def gpu_probe(params, reporter, barrier: str | None = None, parties: int = 0):
+    """Records which GPU Ray assigned, torch's thread count, and when the trial ran. With
+    ``barrier`` (a folder), waits (up to 60 s) until ``parties`` trials have started, so trials
+    that can run at once provably do, however slowly their workers started."""
     import os
+    from pathlib import Path
 
     import torch
 
     start = time.time()
-    time.sleep(1.0)
+    if barrier:
+        (Path(barrier) / f"{reporter.trial_number}").touch()
+        deadline = time.monotonic() + 60
+        while len(list(Path(barrier).iterdir())) < parties and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+    else:
+        time.sleep(1.0)
     reporter.log(
         gpu=float(os.environ.get("CUDA_VISIBLE_DEVICES") or -1), threads=torch.get_num_threads(),
         start=start, end=time.time(),

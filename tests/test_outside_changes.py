@@ -6,6 +6,7 @@ hpo's job row behind; every verb copes with that, before, during and after a run
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -94,15 +95,18 @@ def test_a_study_deleted_while_it_runs_stops_with_one_line_and_no_worker_left(sq
 
     thread = threading.Thread(target=run)
     thread.start()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # until a trial has finished: the run is well under way
-        try:
-            study = optuna.load_study(study_name="doomed", storage=sqlite_url)
-            if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
-                break
-        except KeyError:
+        try:  # read-only SQL: Optuna's load_study on a fresh file would race hpo creating the schema
+            with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
+                if conn.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]:
+                    break
+        except sqlite3.Error:  # not created yet
             pass
         time.sleep(0.1)
+        if not thread.is_alive():
+            break
+    assert thread.is_alive(), outcome  # the run is under way (not failed, not finished)
     optuna.delete_study(study_name="doomed", storage=sqlite_url)
     thread.join(60)
     assert not thread.is_alive()
