@@ -16,7 +16,6 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy as sa
-from optuna.trial import TrialState
 
 from hpo import api
 from hpo.errors import StudyMissing
