@@ -15,9 +15,11 @@ from studies import assert_exact_budget, drive, make_spec
 
 def test_fractional_gpus_share_two_logical_gpus(ray_runtime, store, tmp_path):
     # The session's Ray has 2 logical GPUs; gpu: 0.5 lets four trials run at once, two per GPU.
+    barrier = tmp_path / "barrier"  # a folder of its own: the store's files sit in tmp_path
+    barrier.mkdir()
     spec = make_spec(
         objective="objectives:gpu_probe", search_space={"x": {"type": "float", "low": 0, "high": 1}},
-        objective_args={"barrier": str(tmp_path), "parties": 4},
+        objective_args={"barrier": str(barrier), "parties": 4},
         resources={"cpu": 0.5, "gpu": 0.5, "memory": "64MiB"}, max_concurrent_trials=None, n_trials=4,
     )
     assert plan_placement(spec).concurrency == 4
