@@ -16,7 +16,6 @@ from hpo.read.accounting import (
     pruning_saving,
     resolve_watts,
     study_compute,
-    with_watts,
 )
 
 X = {"x": FloatDistribution(0.0, 1.0)}
@@ -147,16 +146,6 @@ def test_watts_from_arguments_environment_and_defaults(monkeypatch):
         resolve_watts()
     with pytest.raises(HpoError, match=">= 0"):
         resolve_watts(-1.0, 0.0)
-
-
-def test_with_watts_reprices_the_energy_only(study):
-    compute = study_compute(study.get_trials(), {"epochs": 10}, cpu_watts=15, gpu_watts=300)
-    assert with_watts(compute) is compute
-    repriced = with_watts(compute, cpu_watts=10.0)
-    assert repriced["cpu_s"] == compute["cpu_s"] and repriced["gpu_watts"] == 300.0
-    assert repriced["kwh"] == (40.0 * 10 + 12.0 * 300) / 3.6e6
-    assert repriced["saved"]["kwh"] == (26.0 * 10 + 8.0 * 300) / 3.6e6
-    assert with_watts(compute, gpu_watts=0.0)["kwh"] == 40.0 * 15 / 3.6e6
 
 
 def test_human_units():

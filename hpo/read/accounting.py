@@ -202,24 +202,6 @@ def worker_startup(trials: Iterable[FrozenTrial]) -> dict[str, Any]:
     }
 
 
-def with_watts(
-    compute: dict[str, Any], cpu_watts: float | None = None, gpu_watts: float | None = None
-) -> dict[str, Any]:
-    """``compute`` (from :func:`study_compute`) with its energy priced at other watts."""
-    if cpu_watts is None and gpu_watts is None:
-        return compute
-    cpu_watts = compute["cpu_watts"] if cpu_watts is None else resolve_watts(cpu_watts, 0.0)[0]
-    gpu_watts = compute["gpu_watts"] if gpu_watts is None else resolve_watts(0.0, gpu_watts)[1]
-    saved = compute["saved"]
-    return {
-        **compute,
-        "kwh": energy_kwh(compute["cpu_s"], compute["gpu_s"], cpu_watts, gpu_watts),
-        "cpu_watts": cpu_watts,
-        "gpu_watts": gpu_watts,
-        "saved": {**saved, "kwh": energy_kwh(saved["cpu_s"], saved["gpu_s"], cpu_watts, gpu_watts)},
-    }
-
-
 def human_energy(kwh: float) -> str:
     """An energy in the unit that reads best: mWh, Wh or kWh (3 significant digits)."""
     wh = kwh * 1000
