@@ -135,3 +135,33 @@ def dump_environment(params, reporter, path: str):
         cmdline = f.read().replace(b"\0", b" ").decode()
     Path(path).write_text("\n".join(f"{k}={v}" for k, v in os.environ.items()) + "\n" + cmdline)
     return params["x"]
+
+
+def checkpointed(params, reporter, workdir: str, epochs: int = 10, die_after: int | None = None,
+                 wait_after: int | None = None, delay: float = 0.0):
+    """A training loop that checkpoints every epoch and continues from a checkpoint. Logs
+    "<trial> <epoch>" per epoch it trains to ``workdir``/epochs.log. Trial 0 kills its own
+    process (SIGKILL: a dead worker) after reporting epoch ``die_after``; with ``wait_after``,
+    trial 0 leaves ``workdir``/waiting after that epoch and sleeps until it is stopped."""
+    import os
+    import signal
+    from pathlib import Path
+
+    state = reporter.load_checkpoint()
+    start = 0 if state is None else state["epoch"] + 1
+    assert state is None or state["x"] == params["x"]
+    value = 0.0
+    for epoch in range(start, epochs):
+        if delay:
+            time.sleep(delay)
+        value = params["x"] + 1.0 / (epoch + 1)
+        with open(Path(workdir) / "epochs.log", "a") as f:
+            f.write(f"{reporter.trial_number} {epoch}\n")
+        reporter.save_checkpoint({"epoch": epoch, "x": params["x"]}, step=epoch)
+        reporter.report(epoch, value)
+        if reporter.trial_number == 0 and epoch == die_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if reporter.trial_number == 0 and epoch == wait_after:
+            (Path(workdir) / "waiting").write_text("")
+            time.sleep(600)
+    return value

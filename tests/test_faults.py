@@ -130,7 +130,7 @@ def test_killing_workers_five_times(ray_runtime, sqlite_url, tmp_path, backend):
 SLOW = """\
 name: {name}
 objective: builtin:branin
-objective_args: {{steps: 5, delay: 0.2}}
+objective_args: {{steps: 5, delay: 0.2, checkpoints: true}}
 search_space: branin
 sampler: random
 n_trials: {n}
@@ -149,7 +149,7 @@ def test_kill_9_of_serve_then_another_serve_finishes_exactly(tmp_path):
         deadline = time.monotonic() + 120
         while api.status("crash", storage=url).complete < 3 and time.monotonic() < deadline:
             time.sleep(0.3)
-        while api.status("crash", storage=url).running == 0 and time.monotonic() < deadline:
+        while not _running_with_reports(url, "crash") and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         first.send_signal(signal.SIGKILL)
@@ -168,9 +168,21 @@ def test_kill_9_of_serve_then_another_serve_finishes_exactly(tmp_path):
     assert len(failed) == mid.running
     assert all("its owner stopped" in t.user_attrs["hpo:error"] for t in failed)
     assert_retried(study, failed)
+    # each retry continued from its checkpoint: one continuous curve, no stored step trained again
+    for trial in failed:
+        retry = next(t for t in study.trials if t.user_attrs.get("hpo:retry_of") == trial.number)
+        assert sorted(retry.intermediate_values) == list(range(5)), (trial.number, retry.intermediate_values)
+        assert retry.user_attrs["hpo:run"].get("resumed_steps", 0) >= max(trial.intermediate_values, default=-1) + 1
+    assert any(t.intermediate_values for t in failed)  # at least one had trained when its serve died
     owners = {t.user_attrs["hpo:run"]["owner"] for t in study.trials if t.state == TrialState.COMPLETE}
     assert len(owners) == 2  # both serves finished trials; none was told twice
     assert len({t.number for t in study.trials}) == len(study.trials)
+
+
+def _running_with_reports(url: str, name: str) -> bool:
+    """A running trial has stored a report (so it has saved a checkpoint before it)."""
+    study = optuna.load_study(study_name=name, storage=url)
+    return any(t.intermediate_values for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
 def _postgres_restart_command() -> list[str]:

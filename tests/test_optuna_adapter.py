@@ -55,6 +55,7 @@ def test_versions_and_schemas_outside_what_ci_tested_are_refused(sqlite_url):
 
 def test_an_unknown_schema_runs_the_study_through_optunas_own_storage(sqlite_url, monkeypatch, caplog):
     """Write-behind off: the study still ends exact, with every trial readable by Optuna."""
+    monkeypatch.delenv("HPO_WRITE_BEHIND", raising=False)  # the gate decides here, not the choice
     monkeypatch.setattr(RDBStorage, "get_current_version", lambda self: "v9.9.9.z")
     monkeypatch.setattr(optuna_adapter, "_warned", set())
     caplog.set_level(logging.WARNING, logger="hpo.optuna")
@@ -78,6 +79,7 @@ def test_an_unknown_schema_runs_the_study_through_optunas_own_storage(sqlite_url
 def test_write_behind_can_be_turned_off_by_choice(sqlite_url, monkeypatch):
     from hpo.store.optuna_adapter import may_own
 
+    monkeypatch.delenv("HPO_WRITE_BEHIND", raising=False)
     storage = RDBStorage(sqlite_url)
     try:
         assert may_own(storage)

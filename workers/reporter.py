@@ -6,6 +6,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from workers.checkpoints import CheckpointFolder
+
 
 class Pruned(Exception):
     """Raised by ``Reporter.report`` when the driver decided to prune the trial.
@@ -33,6 +35,7 @@ class Reporter:
         seed: int = 0,
         device: str = "cpu",
         send: Sender | None = None,
+        checkpoints: CheckpointFolder | None = None,
     ) -> None:
         self.trial_number = trial_number
         self.seed = seed
@@ -44,11 +47,54 @@ class Reporter:
         self.metrics: dict[str, float] = {}  # the latest value of each logged metric
         self.history: dict[int, dict[str, float]] = {}  # step -> metrics logged for that step
         self._pending: dict[str, float] = {}
+        self._checkpoints = checkpoints
+        self.checkpoint_step: int | None = None  # the step of the checkpoint loaded, if any
+        self.saved_step: int | None = None  # the step of the last checkpoint saved
 
     @classmethod
-    def local(cls, seed: int = 0, device: str = "cpu") -> Reporter:
-        """A reporter that never prunes: call your objective outside hpo, e.g. in a notebook."""
-        return cls(seed=seed, device=device)
+    def local(cls, seed: int = 0, device: str = "cpu", checkpoint_dir: str | None = None) -> Reporter:
+        """A reporter that never prunes: call your objective outside hpo, e.g. in a notebook
+        (with ``checkpoint_dir``, its checkpoints go there)."""
+        return cls(seed=seed, device=device, checkpoints=CheckpointFolder(checkpoint_dir) if checkpoint_dir else None)
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def save_checkpoint(self, state: Any, step: int | None = None) -> bool:
+        """Keep ``state`` as the trial's checkpoint at ``step`` (default: the step reported last).
+
+        ``state``: any picklable object (a dict of torch state dicts is typical; saved with
+        torch.save when torch is loaded), ``bytes``, or a ``pathlib.Path`` to a file or folder
+        you wrote (copied). Save *before* you report the step: a report may end the trial (a
+        PBT segment, a pruner), and the work of that step is kept only if it was saved. A trial
+        that is retried, handed back, resumed or continued by PBT gets the newest checkpoint
+        back from :meth:`load_checkpoint`. Returns False when the study keeps no checkpoints.
+        """
+        if self._checkpoints is None:
+            return False
+        if step is None:
+            if self.last_step is None:
+                raise ValueError("save_checkpoint needs a step before the first report")
+            step = self.last_step
+        step = int(step)
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        self._checkpoints.save(state, step, self.reported)
+        self.saved_step = step
+        return True
+
+    def load_checkpoint(self) -> Any:
+        """The trial's newest checkpoint (what :meth:`save_checkpoint` was given; a ``Path`` to a
+        local copy for files), or None when there is none. Continue at ``checkpoint_step + 1``."""
+        if self._checkpoints is None:
+            return None
+        loaded = self._checkpoints.load(map_location=self.device)
+        if loaded is None:
+            return None
+        state, self.checkpoint_step = loaded
+        # the curve so far comes back with the trial's outcome, so a continued trial stores it whole
+        for step, value in self._checkpoints.curve(self.checkpoint_step).items():
+            self.reported.setdefault(step, value)
+        return state
 
     def report(self, step: int, value: float) -> None:
         """Report ``value`` at ``step``; raises :class:`Pruned` if the trial should stop."""
@@ -59,6 +105,8 @@ class Reporter:
             raise ValueError(f"step must be >= 0, got {step}")
         self.last_step = step
         self.reported.setdefault(step, value)
+        if self.saved_step == step and self._checkpoints is not None:
+            self._checkpoints.record_curve(step, self.reported)
         if self._pending:
             self.history.setdefault(step, {}).update(self._pending)
             self._pending = {}

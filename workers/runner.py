@@ -16,6 +16,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from workers.checkpoints import CheckpointFolder
 from workers.reporter import Pruned, Reporter
 
 BUILTINS = {
@@ -44,6 +45,7 @@ class TrialTask:
     metrics: tuple[str, ...] | None = None  # their names, for objectives that return a dict
     decisions: bool = True  # each report waits for the pruner's decision (False: no pruner)
     box: str = ""  # the study's mailbox in the report channel (one per running driver)
+    checkpoint_dir: str | None = None  # the trial's folder in the artifact store (None: no checkpoints)
 
 
 @dataclass
@@ -67,6 +69,8 @@ class TrialOutcome:
     cold: bool = False  # the first trial of that process (it paid the process's start-up)
     startup_s: float | None = None  # cold only: the process's age once it had imported the objective
     startup_cpu_s: float | None = None  # cold only: CPU the process had spent by then
+    resumed_step: int | None = None  # the step of the checkpoint the trial continued from
+    saved_step: int | None = None  # the step of the last checkpoint it saved
 
 
 def resolve_objective(ref: str, import_path: str | None = None):
@@ -244,7 +248,9 @@ def run_trial(task: TrialTask, send) -> TrialOutcome:
     started_at = time.time()
     device = pick_device()
     _limit_threads(task.cpu)
-    reporter = Reporter(trial_number=task.trial_number, seed=task.seed, device=device, send=send)
+    checkpoints = CheckpointFolder(task.checkpoint_dir) if task.checkpoint_dir else None
+    reporter = Reporter(trial_number=task.trial_number, seed=task.seed, device=device, send=send,
+                        checkpoints=checkpoints)
     outcome = TrialOutcome(state="fail", node=_node(), host=_host(), device=device, started_at=started_at)
     try:
         objective = resolve_objective(task.objective, task.import_path)
@@ -263,6 +269,7 @@ def run_trial(task: TrialTask, send) -> TrialOutcome:
     outcome.metrics = dict(reporter.metrics)
     outcome.history = dict(reporter.history)
     outcome.reports = dict(reporter.reported)
+    outcome.resumed_step, outcome.saved_step = reporter.checkpoint_step, reporter.saved_step
     outcome.duration = time.monotonic() - started
     outcome.cpu_s = time.process_time() - cpu_started
     outcome.gpu_s = outcome.duration * _assigned_gpus()

@@ -28,11 +28,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from hpo.defaults import LEASE_S
 from hpo.errors import HpoError
 from hpo.run.backend import Finished, Report, Slot, TrialBackend
+from hpo.run.checkpoints import CheckpointKeeper
 from hpo.run.clock import Clock, SystemClock
 from hpo.run.events import Best, Counts, Observer
 from hpo.run.recorder import StudyRecorder
 from hpo.spec.study import StudySpec
-from hpo.store.attrs import ATTEMPT_ATTR, INFO_ATTR, RETRY_OF_ATTR, was_stopped
+from hpo.store.attrs import ATTEMPT_ATTR, INFO_ATTR, LINEAGE_ATTR, RESUMES_ATTR, RETRY_OF_ATTR, was_stopped
 from hpo.store.jobs import JobState
 from hpo.store.optuna_adapter import trial_id as id_of
 from workers.runner import TrialOutcome, TrialTask
@@ -57,6 +58,7 @@ class _Running:
     started: float | None = None  # None while prepared, waiting for a slot to free
     asked: float = 0.0  # when Optuna's ask made it (driver clock): started - asked is its queued time
     asked_at: datetime | None = None  # the same, wall clock: what Optuna stamped as its start
+    lineage: int = 0  # the trial whose checkpoint folder it writes (itself, unless it continues one)
 
 
 def trial_seed(spec: StudySpec, study_name: str, number: int) -> int:
@@ -149,6 +151,7 @@ class StudyDriver:
         lease_s: float = LEASE_S,
         backend: TrialBackend | None = None,
         clock: Clock | None = None,
+        checkpoints: CheckpointKeeper | None = None,
     ) -> None:
         """``heartbeat`` renews the owner's lease: None while held, else the job's new state
         (CANCELLED stops the study; anything else means another owner took it over).
@@ -156,13 +159,15 @@ class StudyDriver:
         owner); ``concurrency_cap`` bounds trials in flight (a fair share of a shared cluster).
         Reports reach the database at least every ``flush_interval`` seconds (and with every
         trial's start and end); the pruner reads them from memory at once. ``backend`` runs
-        the trials (default: long-lived Ray workers); ``clock`` measures every interval."""
+        the trials (default: long-lived Ray workers); ``clock`` measures every interval.
+        ``checkpoints``: the study's artifact folders (None: trials keep no checkpoints)."""
         if backend is None:
             from hpo.run.ray_backend import RayBackend
 
             backend = RayBackend(poll_interval=poll_interval)
         self.backend = backend
         self.clock = clock or SystemClock()
+        self.checkpoints = checkpoints
         self.study = study
         self.spec = spec
         self.recorder = StudyRecorder(study, owner=owner, engine=engine)
@@ -254,6 +259,8 @@ class StudyDriver:
         self._fail_orphans()
         self.recorder.flush()
         result = self._result()
+        if self.checkpoints is not None and result.state in (JobState.COMPLETED, JobState.FAILED):
+            self.checkpoints.study_ended(self.recorder.trials(), self._pareto())
         log.info("study %s %s: %d complete, %d pruned, %d failed, %d stopped%s", self.study.study_name,
                  result.state.lower(), self.counts.complete, self.counts.pruned, self.counts.failed, self.counts.stopped,
                  f" ({result.message})" if result.message else "")
@@ -295,6 +302,11 @@ class StudyDriver:
         trial = self.recorder.ask()
         params = self.spec.search_space.sample(trial)
         attempt = int(trial.user_attrs.get(ATTEMPT_ATTR, 1))
+        lineage = int(trial.user_attrs.get(LINEAGE_ATTR, trial.number))
+        checkpoint_dir = None
+        if self.checkpoints is not None:
+            checkpoint_dir = self.checkpoints.folder(lineage)
+            self._continue_curve(trial, lineage)
         self.recorder.attempt_started(
             id_of(trial), trial.number, attempt, trial.user_attrs.get(RETRY_OF_ATTR), self.lease_s
         )
@@ -313,13 +325,22 @@ class StudyDriver:
             n_values=len(self.spec.study_directions),
             metrics=tuple(self.spec.metrics) if self.spec.metrics else None,
             decisions=self._decisions,
+            checkpoint_dir=checkpoint_dir,
         )
         run = _Running(trial=trial, task=task, params=params, attempt=attempt, asked=self.clock.monotonic(),
-                       asked_at=datetime.now())
+                       asked_at=datetime.now(), lineage=lineage)
         self._running[key] = run
         if start:
             self._launch(run)
         self._count_running()
+
+    def _continue_curve(self, trial: optuna.Trial, lineage: int) -> None:
+        """A trial that continues another from its checkpoint shows one learning curve: the
+        other's values up to the checkpoint's step are copied in before it runs."""
+        resumes = trial.user_attrs.get(RESUMES_ATTR)
+        step = self.checkpoints.latest(lineage) if self.checkpoints is not None else None
+        if resumes is not None and step is not None:
+            self.recorder.copy_curve(int(resumes), trial, step)
 
     def _launch(self, run: _Running) -> None:
         launched_at = datetime.now()
@@ -411,6 +432,10 @@ class StudyDriver:
             "pid": outcome.pid,
             "cold_start": outcome.cold,
         }
+        if outcome.resumed_step is not None:  # steps it did not train again: they were checkpointed
+            info["resumed_steps"] = outcome.resumed_step + 1
+        if outcome.saved_step is not None:
+            info["checkpoint_step"] = outcome.saved_step
         if run.started is not None:
             info["queued_s"] = round(run.started - run.asked, 4)  # asked, waiting for a free slot
             # the run starts when its worker started it (a backend may queue it past its launch);
@@ -433,13 +458,15 @@ class StudyDriver:
             if frozen is not None:
                 self.counts.pruned += 1
         else:
-            retried = infrastructure and self._retry(run.params, run.attempt, run.trial.number)
+            retried = infrastructure and self._retry(run.trial.user_attrs, run.params, run.attempt, run.trial.number)
             info["retried"] = retried
             frozen = self.recorder.fail(id_of(run.trial), run.trial.number, outcome.error or "failed", info)
             if frozen is not None:
                 self._count_failure(outcome.error or "", retried)
         if frozen is None:
             self._count_finished_elsewhere(id_of(run.trial))
+        elif self.checkpoints is not None:
+            self.checkpoints.ended(frozen, goes_on=bool(info.get("retried")))
         if frozen is not None:
             log.debug("trial %d %s after %.2f s (worker pid %s)", frozen.number, frozen.state.name.lower(),
                       outcome.duration, outcome.pid)
@@ -458,11 +485,16 @@ class StudyDriver:
         elif state == TrialState.FAIL:
             self.counts.failed += 1
 
-    def _retry(self, params: dict[str, Any], attempt: int, number: int) -> bool:
-        """Enqueue another attempt (same parameters) unless max_retries are used up."""
-        if attempt > self.spec.max_retries or not self.spec.retry_same_params:
+    def _retry(self, attrs: dict[str, Any], params: dict[str, Any], attempt: int, number: int,
+               failed: bool = True) -> bool:
+        """Enqueue another attempt (same parameters, same checkpoint folder: it resumes from the
+        newest checkpoint) unless max_retries are used up. ``failed`` False: the trial was stopped
+        (handed back, interrupted), which uses up no retry."""
+        if failed and (attempt > self.spec.max_retries or not self.spec.retry_same_params):
             return False
-        self.recorder.retry(params, attempt + 1, number)
+        lineage = int(attrs.get(LINEAGE_ATTR, number))
+        self.recorder.retry(params, attempt + 1 if failed else attempt, number,
+                            {LINEAGE_ATTR: lineage, RESUMES_ATTR: number})
         return True
 
     def _count_failure(self, error: str, retried: bool) -> None:
@@ -500,7 +532,7 @@ class StudyDriver:
         """
         for frozen in self.recorder.trials(states=(TrialState.RUNNING,)):
             attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 1))
-            retried = self._retry(frozen.params, attempt, frozen.number)
+            retried = self._retry(frozen.user_attrs, frozen.params, attempt, frozen.number)
             reason = "its owner stopped before the trial finished (driver or serve died)"
             self.recorder.fail(id_of(frozen), frozen.number, reason, {"attempt": attempt, "retried": retried},
                                stopped=True)
@@ -517,6 +549,8 @@ class StudyDriver:
                 self.counts.failed += 1
                 if not (frozen.user_attrs.get(INFO_ATTR) or {}).get("retried"):
                     self._terminal_failures += 1
+        if self.checkpoints is not None:
+            self.checkpoints.recover(self.recorder.trials(states=(TrialState.COMPLETE,)))
 
     def _fail_orphans(self) -> None:
         """A trial left RUNNING that this driver does not run (e.g. an ask whose reply was lost
@@ -536,20 +570,29 @@ class StudyDriver:
             pass
 
     def _abandon_running(self, reason: str | None) -> None:
-        """Stop running trials; record them FAIL with ``reason`` unless it is None."""
+        """Stop running trials; record them FAIL with ``reason`` unless it is None. A trial
+        stopped so is queued again (same parameters) and resumes from its newest checkpoint
+        when the study runs next (a resume, the next serve); it uses up no retry."""
         for key, run in list(self._running.items()):
             if run.started is not None:
                 self.backend.cancel(key)
             if reason is None:
                 continue
             try:
+                retried = run.started is not None and self._retry(
+                    run.trial.user_attrs, run.params, run.attempt, run.trial.number, failed=False)
                 if self.recorder.fail(id_of(run.trial), run.trial.number, reason,
-                                      {"attempt": run.attempt, "retried": False}, stopped=True) is not None:
+                                      {"attempt": run.attempt, "retried": retried}, stopped=True) is not None:
                     self.counts.stopped += 1
             except Exception:  # the database may be what failed; the next owner cleans up
                 pass
         self._running.clear()
         self.counts.running = 0
+
+    def _pareto(self) -> list[FrozenTrial]:
+        if not self.spec.is_multi_objective:
+            return []
+        return list(self.recorder.best_trials())
 
     def _result(self) -> DriverResult:
         if self._stop_reason is not None:

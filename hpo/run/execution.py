@@ -11,12 +11,14 @@ import optuna
 from hpo.defaults import HEARTBEAT_S, LEASE_S
 from hpo.errors import StudyMissing
 from hpo.run.backend import TrialBackend
+from hpo.run.checkpoints import CheckpointKeeper
 from hpo.run.driver import DriverResult, LeaseLost, StudyDriver
 from hpo.run.events import Observer
 from hpo.spec.study import StudySpec
+from hpo.store.artifacts import StudyArtifacts, artifact_root
 from hpo.store.database import Store
 from hpo.store.jobs import Jobs, JobState
-from hpo.store.optuna_adapter import may_own
+from hpo.store.optuna_adapter import may_own, study_id_of
 from hpo.store.owned_storage import OwnedStudyStorage
 
 
@@ -56,7 +58,7 @@ def run_job(
             study, spec, observer=observer,
             heartbeat=lambda: jobs.renew(spec.name, owner, lease_s), heartbeat_interval=heartbeat_s,
             stop=stop, concurrency_cap=concurrency_cap, owner=owner, engine=store.engine, lease_s=lease_s,
-            backend=backend,
+            backend=backend, checkpoints=checkpoint_keeper(store, spec, study),
         )
         result = driver.run()
     except LeaseLost:
@@ -76,3 +78,9 @@ def run_job(
         raise
     jobs.finish(spec.name, owner, result.state, result.message)
     return result
+
+
+def checkpoint_keeper(store: Store, spec: StudySpec, study: optuna.Study) -> CheckpointKeeper:
+    """The study's folder in the artifact store, and the policy of what it keeps."""
+    artifacts = StudyArtifacts(artifact_root(store, spec.checkpoints.path), spec.name, study_id_of(study))
+    return CheckpointKeeper(artifacts, spec.checkpoints.keep_best, spec.study_directions)

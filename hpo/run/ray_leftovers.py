@@ -18,17 +18,10 @@ import signal
 import time
 from pathlib import Path
 
+from hpo.defaults import state_dir
+
 log = logging.getLogger("hpo.ray")
 
-STATE_VAR = "HPO_STATE_DIR"  # default: $XDG_STATE_HOME/hpo, else ~/.local/state/hpo
-
-
-def state_dir() -> Path:
-    explicit = os.environ.get(STATE_VAR)
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "hpo"
 
 
 def _records() -> Path:

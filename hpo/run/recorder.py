@@ -225,12 +225,21 @@ class StudyRecorder:
         """A trial's state as this recorder knows it (after a dropped tell: the store's)."""
         return self._retrying("read", lambda: self.storage.get_trial(trial_id)).state
 
-    def retry(self, params: dict[str, Any], attempt: int, retry_of: int) -> None:
+    def retry(self, params: dict[str, Any], attempt: int, retry_of: int, attrs: dict[str, Any] | None = None) -> None:
         """Enqueue another attempt of a trial with the same parameters (a new Optuna trial)."""
-        self._retrying(
-            "enqueue",
-            lambda: self.study.enqueue_trial(params, user_attrs={ATTEMPT_ATTR: attempt, RETRY_OF_ATTR: retry_of}),
-        )
+        user_attrs = {ATTEMPT_ATTR: attempt, RETRY_OF_ATTR: retry_of, **(attrs or {})}
+        self._retrying("enqueue", lambda: self.study.enqueue_trial(params, user_attrs=user_attrs))
+
+    def copy_curve(self, source: int, trial: optuna.Trial, upto: int) -> None:
+        """Copy trial ``source``'s intermediate values up to step ``upto`` into ``trial`` (one
+        that continues it from a checkpoint), where it has none of its own."""
+        source_id = self._retrying(
+            "read", lambda: self.storage.get_trial_id_from_study_id_trial_number(study_id_of(self.study), source))
+        values = self._retrying("read", lambda: self.storage.get_trial(source_id)).intermediate_values
+        self.store_missing_reports(trial, {step: v for step, v in values.items() if step <= upto})
+
+    def best_trials(self) -> list[FrozenTrial]:
+        return self._retrying("read", lambda: self.study.best_trials)
 
     def _tell(self, *args: Any, **kwargs: Any) -> FrozenTrial:
         # skip_if_finished: a tell retried after its first try committed is not told twice.

@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from hpo.defaults import KEEP_BEST_CHECKPOINTS
 from hpo.errors import HpoError
 from hpo.spec.pruners import PRUNERS
 from hpo.spec.samplers import SAMPLERS
@@ -59,6 +60,13 @@ class WarmStart(_Strict):
 
     study: str = Field(min_length=1)
     top_k: int = Field(default=5, gt=0)
+
+
+class Checkpoints(_Strict):
+    """Where trials' checkpoints go (the artifact store) and how many outlive their trials."""
+
+    path: str | None = Field(default=None, min_length=1, description="a folder; relative to the spec's")
+    keep_best: int = Field(default=KEEP_BEST_CHECKPOINTS, ge=0)
 
 
 class _Named(_Strict):
@@ -107,6 +115,7 @@ class StudySpec(_Strict):
     seed: int | None = None
     enqueue: list[dict[str, Any]] = Field(default_factory=list)
     warm_start: WarmStart | None = None
+    checkpoints: Checkpoints = Field(default_factory=Checkpoints)
 
     # Directory that relative objective modules are imported from (the spec file's directory).
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
@@ -221,6 +230,8 @@ def parse_spec(data: dict[str, Any], *, base_dir: Path, source: str = "spec", tr
     except ValidationError as exc:
         raise HpoError(f"{source}: {_describe(exc)}") from None
     spec._base_dir = base_dir
+    if spec.checkpoints.path is not None:  # stored absolute: the serve may run elsewhere
+        spec.checkpoints.path = str((base_dir / Path(spec.checkpoints.path).expanduser()).resolve())
     if trusted:
         return spec
     try:

@@ -9,6 +9,13 @@ ERROR_ATTR = "hpo:error"
 INFO_ATTR = "hpo:run"
 ATTEMPT_ATTR = "hpo:attempt"
 RETRY_OF_ATTR = "hpo:retry_of"
+# The trial whose checkpoint folder this one writes to and resumes from: the first trial of its
+# lineage (a retry's original, a PBT member's first segment); absent: the trial's own number.
+LINEAGE_ATTR = "hpo:lineage"
+# The trial this one continues (a retry: the attempt before; PBT: the segment whose checkpoint it
+# starts from). Its learning curve up to the checkpoint's step is copied in, so the trial shows
+# one continuous curve.
+RESUMES_ATTR = "hpo:resumes"
 # Set on a FAIL trial that was stopped rather than failed (cancelled, handed back, interrupted,
 # its owner gone): Optuna has no such state; hpo counts these apart from failures.
 STOPPED_ATTR = "hpo:stopped"

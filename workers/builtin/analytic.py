@@ -43,23 +43,34 @@ def branin_value(x1: float, x2: float) -> float:
     return (x2 - b * x1**2 + c * x1 - 6) ** 2 + 10 * (1 - t) * math.cos(x1) + 10
 
 
-def _curve(value: float, reporter: Reporter, steps: int, noise: float, delay: float) -> float:
+def _curve(value: float, reporter: Reporter, steps: int, noise: float, delay: float, checkpoints: bool) -> float:
+    """``checkpoints``: save one after every step and continue from one, like a training loop
+    (off by default: these functions measure samplers, where a file per step only costs)."""
     rng = random.Random(reporter.seed)
     scale = 1.0 + abs(value)
-    for step in range(steps):
+    saved = reporter.load_checkpoint() if checkpoints else None
+    start = 0
+    if saved is not None:
+        start = saved["step"] + 1
+        rng.setstate(saved["rng"])
+    for step in range(start, steps):
         remaining = 0.5 ** (step + 1) if step < steps - 1 else 0.0
         observed = value + scale * remaining + (rng.gauss(0.0, noise) if noise else 0.0)
         if delay:
             time.sleep(delay)
+        if checkpoints:
+            reporter.save_checkpoint({"step": step, "rng": rng.getstate()}, step=step)
         reporter.report(step, observed)
     return value
 
 
-def hartmann6(params: dict, reporter: Reporter, steps: int = 5, noise: float = 0.0, delay: float = 0.0) -> float:
+def hartmann6(params: dict, reporter: Reporter, steps: int = 5, noise: float = 0.0, delay: float = 0.0,
+              checkpoints: bool = False) -> float:
     """Hartmann 6-D on [0, 1]^6 (params x0..x5); minimize; global minimum about -3.3224."""
-    return _curve(hartmann6_value([params[f"x{i}"] for i in range(6)]), reporter, steps, noise, delay)
+    return _curve(hartmann6_value([params[f"x{i}"] for i in range(6)]), reporter, steps, noise, delay, checkpoints)
 
 
-def branin(params: dict, reporter: Reporter, steps: int = 5, noise: float = 0.0, delay: float = 0.0) -> float:
+def branin(params: dict, reporter: Reporter, steps: int = 5, noise: float = 0.0, delay: float = 0.0,
+           checkpoints: bool = False) -> float:
     """Branin on x1 in [-5, 10], x2 in [0, 15]; minimize; global minimum about 0.3979."""
-    return _curve(branin_value(params["x1"], params["x2"]), reporter, steps, noise, delay)
+    return _curve(branin_value(params["x1"], params["x2"]), reporter, steps, noise, delay, checkpoints)

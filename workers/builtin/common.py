@@ -152,7 +152,8 @@ def fit(
     # Shuffling and augmentation draw from their own generator, seeded by the trial's seed.
     generator = torch.Generator().manual_seed(reporter.seed)
     val_acc = 0.0
-    for epoch in range(epochs):
+    start = resume(reporter.load_checkpoint(), params, model, optimizer, scheduler, generator)
+    for epoch in range(start, epochs):
         model.train()
         for inputs, targets in train_batches(generator):
             optimizer.zero_grad(set_to_none=True)
@@ -171,8 +172,40 @@ def fit(
             val_loss=val_loss,
             generalization_gap=train_acc - val_acc,
         )
+        # saved before the report: a report that ends the trial here (a PBT segment) keeps the epoch
+        reporter.save_checkpoint({
+            "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "val_acc": val_acc,
+        }, step=epoch)
         reporter.report(epoch, val_acc)
     return val_acc
+
+
+def resume(checkpoint: Any, params: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+           scheduler: Any, generator: torch.Generator) -> int:
+    """Restore a checkpoint saved by ``fit``; the epoch to continue at (0 without one).
+
+    The optimizer's hyperparameters come from ``params``, not from the checkpoint: a trial that
+    continues another's checkpoint with changed values (Population Based Training) trains on with
+    its own learning rate and weight decay, at the point of the schedule the checkpoint reached.
+    """
+    if not checkpoint:
+        return 0
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    generator.set_state(checkpoint["generator"])
+    lr = float(params.get("lr", 1e-3))
+    weight_decay = float(params.get("weight_decay", 0.0))
+    scheduler.base_lrs = [lr for _ in optimizer.param_groups]
+    factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
+    for i, group in enumerate(optimizer.param_groups):
+        group["initial_lr"], group["lr"] = lr, lr * factor
+        if i == 0:  # the group of weight matrices (see make_optimizer)
+            group["weight_decay"] = weight_decay
+        if "momentum" in group and "momentum" in params:
+            group["momentum"] = float(params["momentum"])
+    return int(checkpoint["epoch"]) + 1
 
 
 def int_param(params: dict[str, Any], name: str, default: int) -> int:

@@ -1,0 +1,87 @@
+"""The driver's checkpoint policy: which folder each trial writes to, and which folders a study
+keeps. Workers write checkpoints (workers.checkpoints); the driver decides what outlives a trial:
+
+* a trial that goes on (retried, handed back, a PBT member's next segment) keeps its newest;
+* a pruned or failed trial that does not go on loses its checkpoints at once;
+* of the completed trials, the best ``keep_best`` keep theirs (in a multi-objective study: up to
+  ``keep_best`` trials of its Pareto front, chosen when the study ends).
+When a study ends (completed or failed, not when stopped to resume later) every folder that the
+policy does not keep is removed, so leftovers of crashed owners do not fill disks either.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.store.artifacts import StudyArtifacts
+from hpo.store.attrs import LINEAGE_ATTR
+
+log = logging.getLogger("hpo.run.driver")
+
+
+def lineage_of(trial: FrozenTrial) -> int:
+    """The checkpoint folder a trial writes to: its lineage's first trial."""
+    return int(trial.user_attrs.get(LINEAGE_ATTR, trial.number))
+
+
+class CheckpointKeeper:
+    def __init__(self, artifacts: StudyArtifacts, keep_best: int, directions: list[str]) -> None:
+        self.artifacts = artifacts
+        self.keep_best = keep_best
+        self._maximize = directions[0] == "maximize" if len(directions) == 1 else None
+        self._best: list[tuple[float, int]] = []  # (value, lineage), best first
+
+    def folder(self, lineage: int) -> str:
+        return str(self.artifacts.lineage_dir(lineage))
+
+    def latest(self, lineage: int) -> int | None:
+        return self.artifacts.checkpoints(lineage).latest()
+
+    def recover(self, completed: list[FrozenTrial]) -> None:
+        """Learn the best completed trials of earlier runs of the study."""
+        for trial in completed:
+            self._rank(trial)
+
+    def ended(self, trial: FrozenTrial, goes_on: bool) -> None:
+        """A trial finished as ``trial`` says; ``goes_on``: another trial continues its lineage."""
+        if goes_on:
+            return
+        lineage = lineage_of(trial)
+        if trial.state == TrialState.COMPLETE and self._maximize is None:
+            return  # multi-objective: the Pareto front is known when the study ends
+        if trial.state != TrialState.COMPLETE or not self._rank(trial):
+            self.artifacts.remove(lineage)
+
+    def _rank(self, trial: FrozenTrial) -> bool:
+        """Enter a completed trial among the best; False when it is not kept. The one it pushes
+        out of the best loses its checkpoints."""
+        if self._maximize is None or trial.state != TrialState.COMPLETE or trial.value is None:
+            return False
+        key = -trial.value if self._maximize else trial.value
+        lineage = lineage_of(trial)
+        self._best = sorted([b for b in self._best if b[1] != lineage] + [(key, lineage)])
+        if len(self._best) <= self.keep_best:
+            return True
+        _, dropped = self._best.pop()
+        if dropped != lineage:
+            self.artifacts.remove(dropped)
+        return dropped != lineage
+
+    def study_ended(self, trials: list[FrozenTrial], pareto: list[FrozenTrial]) -> int:
+        """Remove every folder the policy does not keep; how many were removed."""
+        if self._maximize is None:
+            keep = {lineage_of(t) for t in pareto[: self.keep_best]}
+        else:
+            keep = {lineage for _, lineage in self._best[: self.keep_best]}
+        # a trial still queued (a retry of a study that stopped at its failure limit) may resume
+        keep |= {lineage_of(t) for t in trials if t.state == TrialState.WAITING}
+        removed = 0
+        for lineage in self.artifacts.lineages():
+            if lineage not in keep:
+                self.artifacts.remove(lineage)
+                removed += 1
+        if removed:
+            log.debug("removed the checkpoints of %d finished trials", removed)
+        return removed
