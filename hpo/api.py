@@ -31,8 +31,10 @@ from hpo.run.events import Observer
 from hpo.run.execution import run_job
 from hpo.run.submission import apply_objective_check, check_new_study, check_objective, create_study, locate_objective
 from hpo.spec.study import StudySpec, load_spec
+from hpo.store.artifacts import StudyArtifacts, artifact_root
 from hpo.store.database import Store
 from hpo.store.jobs import FINISHED, Jobs, JobState, default_owner
+from hpo.store.optuna_adapter import study_id_of
 
 __all__ = [
     "HpoError", "StudySummary", "best", "cancel", "delete", "export", "list_studies", "resume",
@@ -302,12 +304,24 @@ def delete(name: str, *, storage: str | None = None) -> bool:
     there = check_deletable(name, storage=storage)
     with _store(storage) as store:
         if there:
+            _delete_checkpoints(store, name)
             try:
                 optuna.delete_study(study_name=name, storage=store.optuna)
             except KeyError:  # deleted outside hpo meanwhile
                 there = False
         Jobs(store.engine).delete(name)
         return there
+
+
+def _delete_checkpoints(store: Store, name: str) -> None:
+    """Remove the study's folder in the artifact store (its trials' checkpoints)."""
+    try:
+        spec = StudySpec.from_json(get_job(store, name).spec)
+        path = spec.checkpoints.path
+    except HpoError:  # a spec hpo no longer reads: the default place
+        path = None
+    study = optuna.load_study(study_name=name, storage=store.optuna, sampler=optuna.samplers.RandomSampler())
+    StudyArtifacts(artifact_root(store, path), name, study_id_of(study)).remove_all()
 
 
 def report(name: str, *, storage: str | None = None, output_dir: str | Path | None = None,

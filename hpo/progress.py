@@ -175,7 +175,8 @@ def trials_table(name: str, rows: list[dict]) -> Table:
         worker = "-" if row["pid"] is None else \
             f"{row['node']} pid {row['pid']}".strip() + (" (cold)" if row["cold_start"] else "")
         state = "stopped" if row.get("stopped") else row["state"].lower()
-        table.add_row(str(row["number"]), state, attempt, values, str(row["steps"]), seconds,
+        steps = str(row["steps"]) + (f" ({row['resumed_steps']} resumed)" if row.get("resumed_steps") else "")
+        table.add_row(str(row["number"]), state, attempt, values, steps, seconds,
                       worker, _params(row["params"]), row["error"])
     return table
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
+from hpo.read.queries import trial_row
 from hpo.run.checkpoints import CheckpointKeeper
 from hpo.run.driver import StudyDriver
 from hpo.run.local_backend import LocalBackend
@@ -144,6 +145,7 @@ def test_a_stopped_trial_resumes_from_its_checkpoint_when_the_study_runs_again(s
     assert [e for t, e in _epochs(tmp_path) if t == resumed.number] == [4, 5]
     assert sorted(resumed.intermediate_values) == list(range(6))
     assert resumed.user_attrs["hpo:run"]["resumed_steps"] == 4
+    assert trial_row(resumed)["resumed_steps"] == 4  # what `hpo trials` shows ("6 (4 resumed)")
 
 
 def test_only_the_best_completed_trials_keep_checkpoints_when_the_study_ends(store, tmp_path):
@@ -158,3 +160,19 @@ def test_only_the_best_completed_trials_keep_checkpoints_when_the_study_ends(sto
     assert len(complete) >= 2
     assert artifacts.lineages() == sorted(t.number for t in complete[:2])
     assert all(artifacts.checkpoints(n).steps() == [3] for n in artifacts.lineages())
+
+
+def test_hpo_run_keeps_the_best_checkpoint_beside_the_database_and_delete_removes_it(tmp_path, monkeypatch):
+    from hpo import api
+
+    monkeypatch.delenv("HPO_ARTIFACTS", raising=False)
+    url = f"sqlite:///{tmp_path}/runs.db"
+    spec = make_spec(name="ckpt", objective="builtin:branin", search_space="branin", sampler="random", n_trials=4,
+                     objective_args={"steps": 3, "checkpoints": True})
+    summary = api.run(spec, storage=url, backend="local")
+    assert summary.state == "COMPLETED"
+    folders = list((tmp_path / "runs-artifacts").iterdir())
+    assert len(folders) == 1 and folders[0].name.startswith("ckpt.")
+    assert [p.name for p in folders[0].iterdir()] == [f"trial-{summary.best_trial}"]  # keep_best: 1
+    assert api.delete("ckpt", storage=url)
+    assert not folders[0].exists()

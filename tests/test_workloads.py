@@ -405,3 +405,26 @@ def test_mlp_check_args_refuses_bad_data_before_any_trial(tmp_path):
         mlp.check_args({"dataset": "mine.csv", "target": "label"}, base_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown dataset 'iris'"):
         mlp.check_args({"dataset": "iris"})
+
+
+def test_a_builtin_workload_resumed_from_its_checkpoint_ends_where_an_unbroken_run_does(tmp_path):
+    """mlp stopped after epoch 1 of 4 (a pruned/stopped report right after its checkpoint),
+    then continued: it trains epochs 2-3 only and ends with the unbroken run's exact accuracy
+    (model, optimizer, schedule and shuffling state all come back)."""
+    from workers.checkpoints import CheckpointFolder
+
+    params = dict(lr=2e-3, hidden=32, layers=1, batch_size=64, schedule="cosine", optimizer="sgd")
+    unbroken, reports, _ = train(mlp.objective, params, seed=5, epochs=4)
+
+    def stop_after_epoch_1(step, value):
+        return step == 1
+
+    first = Reporter(seed=5, send=stop_after_epoch_1, checkpoints=CheckpointFolder(tmp_path))
+    with pytest.raises(Pruned):
+        mlp.objective(dict(params), first, epochs=4)
+    seen: list[tuple[int, float]] = []
+    second = Reporter(seed=5, send=lambda s, v: seen.append((s, v)) or False, checkpoints=CheckpointFolder(tmp_path))
+    resumed = mlp.objective(dict(params), second, epochs=4)
+    assert second.checkpoint_step == 1 and [s for s, _ in seen] == [2, 3]
+    assert resumed == unbroken and seen == reports[2:]
+    assert second.reported == dict(reports)  # the whole curve, the first run's part from the checkpoint

@@ -158,6 +158,8 @@ def trial_row(trial: FrozenTrial, nodes: dict[str, str] | None = None) -> dict[s
         "values": trial.values,
         "params": trial.params,
         "steps": len(trial.intermediate_values),
+        # steps it continued from a checkpoint (retry, hand-back, resume) instead of training again
+        "resumed_steps": int(info.get("resumed_steps") or 0),
         "duration_s": duration,  # run time: from when its worker started it (not its ask)
         "queued_s": info.get("queued_s"),  # how long it waited for a free slot after its ask
         "node": (nodes or {}).get(info.get("node", ""), info.get("host") or info.get("node", "")[:12]),
