@@ -275,6 +275,8 @@ def best(name: str, storage: str | None, fmt: str) -> None:
         data, rows = {"pareto_front": summary.pareto_front}, summary.pareto_front
     else:
         data = {"number": summary.best_trial, "value": summary.best_value, "params": summary.best_params}
+        if summary.best_schedule is not None:  # PBT: the values per step range the best model trained with
+            data["schedule"] = summary.best_schedule
         rows = [data]
     _emit(fmt, data, rows, table=lambda: best_table(summary))
 

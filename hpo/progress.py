@@ -144,6 +144,8 @@ def best_table(summary) -> Table:
     table.add_row(f"value ({summary.directions[0]})", _fmt(summary.best_value))
     for key, value in summary.best_params.items():
         table.add_row(key, _value(value))
+    for part in summary.best_schedule or []:  # PBT: what the best model trained with, step by step
+        table.add_row(f"steps {part['steps'][0]}-{part['steps'][1]}", f"member {part['member']}: {_params(part['params'])}")
     return table
 
 

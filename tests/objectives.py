@@ -165,3 +165,25 @@ def checkpointed(params, reporter, workdir: str, epochs: int = 10, die_after: in
             (Path(workdir) / "waiting").write_text("")
             time.sleep(600)
     return value
+
+
+def pbt_score(params, reporter, epochs: int = 6, die_on_trial: int | None = None, stop_file: str | None = None):
+    """A model whose score grows by x per epoch (maximize): the checkpoint holds the score, so a
+    member that copies a better one continues from that one's score with its own x."""
+    state = reporter.load_checkpoint()
+    start, score = (0, 0.0) if state is None else (state["epoch"] + 1, state["score"])
+    for epoch in range(start, epochs):
+        score += params["x"]
+        reporter.save_checkpoint({"epoch": epoch, "score": score}, step=epoch)
+        reporter.report(epoch, score)
+        if reporter.trial_number == die_on_trial:  # a worker killed mid-segment
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+        if stop_file and reporter.trial_number == 5:  # for a hand-back in the middle of generation 1
+            from pathlib import Path
+
+            Path(stop_file).write_text("")
+            time.sleep(600)
+    return score

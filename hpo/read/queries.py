@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.errors import HpoError, StudyMissing
 from hpo.read.accounting import node_labels, study_compute, worker_startup
 from hpo.spec.study import StudySpec
-from hpo.store.attrs import ATTEMPT_ATTR, ERROR_ATTR, INFO_ATTR, RETRY_OF_ATTR, was_stopped
+from hpo.store.attrs import ATTEMPT_ATTR, ERROR_ATTR, INFO_ATTR, PBT_ATTR, RETRY_OF_ATTR, was_stopped
 from hpo.store.database import Store
 from hpo.store.jobs import Job, Jobs
 
@@ -46,6 +46,8 @@ class StudySummary:
     pareto_front: list[dict[str, Any]] | None = None
     # Compute used by the trials and saved by pruning, with an energy estimate (hpo.read.accounting).
     compute: dict[str, Any] | None = None
+    # Population Based Training: the values the best model trained with, segment by segment
+    best_schedule: list[dict[str, Any]] | None = None
     # `hpo run` only: seconds to start (or join) Ray, and until the first worker had checked the
     # objective (its process start and the objective's import)
     timings: dict[str, float] | None = None
@@ -98,6 +100,21 @@ def summarize_or_missing(store: Store, job: Job, **watts: float | None) -> Study
         )
 
 
+def pbt_schedule(trials: list[FrozenTrial], last: FrozenTrial) -> list[dict[str, Any]]:
+    """The values a PBT member's model trained with, step range by step range: its segments back
+    through every checkpoint it was copied from (``parent``), oldest first."""
+    by_number = {t.number: t for t in trials}
+    chain: list[dict[str, Any]] = []
+    trial: FrozenTrial | None = last
+    while trial is not None and PBT_ATTR in trial.user_attrs and len(chain) <= len(trials):
+        segment = trial.user_attrs[PBT_ATTR]
+        chain.append({"steps": [segment["start"], segment["end"]], "trial": trial.number,
+                      "member": segment["member"], "params": dict(trial.params)})
+        parent = segment.get("parent")
+        trial = by_number.get(parent) if parent is not None else None
+    return chain[::-1]
+
+
 def summarize(
     store: Store, job: Job, *, cpu_watts: float | None = None, gpu_watts: float | None = None
 ) -> StudySummary:
@@ -136,6 +153,7 @@ def summarize(
         best_trial=best.number if best else None,
         best_value=best.value if best else None,
         best_params=best.params if best else None,
+        best_schedule=pbt_schedule(trials, best) if best is not None and PBT_ATTR in best.user_attrs else None,
         elapsed_s=elapsed,
         infeasible=len(complete) - len(feasible),
         pareto_front=front,

@@ -31,9 +31,10 @@ from hpo.run.backend import Finished, Report, Slot, TrialBackend
 from hpo.run.checkpoints import CheckpointKeeper
 from hpo.run.clock import Clock, SystemClock
 from hpo.run.events import Best, Counts, Observer
+from hpo.run.pbt import Enqueue, PopulationBasedTraining
 from hpo.run.recorder import StudyRecorder
 from hpo.spec.study import StudySpec
-from hpo.store.attrs import ATTEMPT_ATTR, INFO_ATTR, LINEAGE_ATTR, RESUMES_ATTR, RETRY_OF_ATTR, was_stopped
+from hpo.store.attrs import ATTEMPT_ATTR, INFO_ATTR, LINEAGE_ATTR, PBT_ATTR, RESUMES_ATTR, RETRY_OF_ATTR, was_stopped
 from hpo.store.jobs import JobState
 from hpo.store.optuna_adapter import trial_id as id_of
 from workers.runner import TrialOutcome, TrialTask
@@ -168,6 +169,12 @@ class StudyDriver:
         self.backend = backend
         self.clock = clock or SystemClock()
         self.checkpoints = checkpoints
+        pbt = spec.pbt
+        self.pbt = None if pbt is None else PopulationBasedTraining(
+            pbt, spec.search_space, spec.study_directions[0] == "maximize",
+            seed=trial_seed(spec, study.study_name, -1))
+        if self.pbt is not None and checkpoints is None:
+            raise HpoError("schedule pbt needs checkpoints (an artifact store)")
         self.study = study
         self.spec = spec
         self.recorder = StudyRecorder(study, owner=owner, engine=engine)
@@ -202,7 +209,7 @@ class StudyDriver:
         self._recover()
         if self.observer:
             self.observer.started(self.spec, self.counts)
-        self._decisions = self.spec.pruner.name != "none" and not self.spec.is_multi_objective
+        self._decisions = (self.spec.pruner.name != "none" and not self.spec.is_multi_objective) or self.pbt is not None
         self._box = f"{self.study.study_name}/{uuid.uuid4().hex[:8]}"
         self._slot = trial_slot(self.spec, self.placement)
         now = self.clock.monotonic
@@ -292,6 +299,8 @@ class StudyDriver:
             return False
         if self._past_deadline():
             return False
+        if self.pbt is not None:
+            return self.pbt.ready()
         n_trials = self.spec.n_trials
         return n_trials is None or self.counts.finished + len(self._running) < n_trials
 
@@ -300,6 +309,10 @@ class StudyDriver:
 
     def _dispatch(self, start: bool = True) -> None:
         trial = self.recorder.ask()
+        if self.pbt is not None:
+            attrs = self.pbt.dispatched(trial.number, trial.user_attrs)
+            for key, value in (attrs or {}).items():
+                self.recorder.set_attr(trial, key, value)
         params = self.spec.search_space.sample(trial)
         attempt = int(trial.user_attrs.get(ATTEMPT_ATTR, 1))
         lineage = int(trial.user_attrs.get(LINEAGE_ATTR, trial.number))
@@ -359,6 +372,8 @@ class StudyDriver:
             # A report from an attempt we no longer track (abandoned, or already told) is
             # dropped, and that worker is told to stop.
             stop = True if run is None else self.recorder.report(run.trial, step, value)
+            if run is not None and self.pbt is not None and self.pbt.ends_at(run.trial.user_attrs, step):
+                stop = True  # the segment's end: its checkpoint is saved; the next generation goes on
             decisions.append((key, step, stop))
         if self._decisions:  # the pruner read the reports from memory: answer first,
             self.backend.decide(decisions)
@@ -448,7 +463,18 @@ class StudyDriver:
             info["startup_cpu_s"] = _rounded(outcome.startup_cpu_s)
         if outcome.reports:
             self.recorder.store_missing_reports(run.trial, outcome.reports)
-        if outcome.state == "complete":
+        segment_end = None
+        if self.pbt is not None and PBT_ATTR in run.trial.user_attrs:
+            info["trained_out"] = outcome.state == "complete"
+            if outcome.state == "pruned" and outcome.last_step is not None and \
+                    self.pbt.ends_at(run.trial.user_attrs, outcome.last_step):
+                segment_end = outcome.reports.get(outcome.last_step)  # stopped by us: the segment's value
+        if segment_end is not None:
+            frozen = self.recorder.complete(run.trial, [segment_end], {}, info)
+            if frozen is not None:
+                self.counts.complete += 1
+                self._update_best(frozen)
+        elif outcome.state == "complete":
             frozen = self.recorder.complete(run.trial, outcome.values, outcome.constraints, info)
             if frozen is not None:
                 self.counts.complete += 1
@@ -465,6 +491,8 @@ class StudyDriver:
                 self._count_failure(outcome.error or "", retried)
         if frozen is None:
             self._count_finished_elsewhere(id_of(run.trial))
+        elif self.pbt is not None and PBT_ATTR in frozen.user_attrs:
+            self._pbt_finished(frozen, info)
         elif self.checkpoints is not None:
             self.checkpoints.ended(frozen, goes_on=bool(info.get("retried")))
         if frozen is not None:
@@ -472,6 +500,24 @@ class StudyDriver:
                       outcome.duration, outcome.pid)
         if self.observer and frozen is not None:
             self.observer.trial_finished(frozen, self.counts, self.best)
+
+    def _pbt_finished(self, frozen: FrozenTrial, info: dict[str, Any]) -> None:
+        trained_out = bool(info.get("trained_out"))
+        if frozen.state == TrialState.COMPLETE:
+            queue = self.pbt.finished(frozen, frozen.value, trained_out)
+        elif frozen.state == TrialState.FAIL and info.get("retried"):
+            return
+        else:
+            queue = self.pbt.finished(frozen, None, False)
+        if self.checkpoints is not None and (frozen.state != TrialState.COMPLETE or trained_out):
+            self.checkpoints.ended(frozen, goes_on=False)
+        self._enqueue_segments(queue)
+
+    def _enqueue_segments(self, queue: list[Enqueue]) -> None:
+        for params, attrs, copy in queue:
+            if copy is not None and self.checkpoints is not None:
+                self.checkpoints.artifacts.copy_latest(*copy)  # exploit: the better member's model
+            self.recorder.enqueue(params, attrs)
 
     def _count_finished_elsewhere(self, trial_id: int) -> None:
         """The trial was finished by someone else meanwhile (optuna-dashboard's "tell" on a
@@ -493,8 +539,11 @@ class StudyDriver:
         if failed and (attempt > self.spec.max_retries or not self.spec.retry_same_params):
             return False
         lineage = int(attrs.get(LINEAGE_ATTR, number))
-        self.recorder.retry(params, attempt + 1 if failed else attempt, number,
-                            {LINEAGE_ATTR: lineage, RESUMES_ATTR: number})
+        carried = {LINEAGE_ATTR: lineage, RESUMES_ATTR: number}
+        if PBT_ATTR in attrs and self.pbt is not None:
+            carried[PBT_ATTR] = attrs[PBT_ATTR]
+            self.pbt.requeued()
+        self.recorder.retry(params, attempt + 1 if failed else attempt, number, carried)
         return True
 
     def _count_failure(self, error: str, retried: bool) -> None:
@@ -551,6 +600,8 @@ class StudyDriver:
                     self._terminal_failures += 1
         if self.checkpoints is not None:
             self.checkpoints.recover(self.recorder.trials(states=(TrialState.COMPLETE,)))
+        if self.pbt is not None:
+            self._enqueue_segments(self.pbt.recover(self.recorder.trials()))
 
     def _fail_orphans(self) -> None:
         """A trial left RUNNING that this driver does not run (e.g. an ask whose reply was lost
@@ -579,7 +630,9 @@ class StudyDriver:
             if reason is None:
                 continue
             try:
-                retried = run.started is not None and self._retry(
+                # a prepared PBT segment is its member's next one: it is queued again too
+                goes_on = run.started is not None or PBT_ATTR in run.trial.user_attrs
+                retried = goes_on and self._retry(
                     run.trial.user_attrs, run.params, run.attempt, run.trial.number, failed=False)
                 if self.recorder.fail(id_of(run.trial), run.trial.number, reason,
                                       {"attempt": run.attempt, "retried": retried}, stopped=True) is not None:

@@ -230,6 +230,13 @@ class StudyRecorder:
         user_attrs = {ATTEMPT_ATTR: attempt, RETRY_OF_ATTR: retry_of, **(attrs or {})}
         self._retrying("enqueue", lambda: self.study.enqueue_trial(params, user_attrs=user_attrs))
 
+    def enqueue(self, params: dict[str, Any], attrs: dict[str, Any]) -> None:
+        """Queue a trial with fixed values (a PBT segment)."""
+        self._retrying("enqueue", lambda: self.study.enqueue_trial(params, user_attrs=attrs))
+
+    def set_attr(self, trial: optuna.Trial, key: str, value: Any) -> None:
+        self._retrying("attr", lambda: trial.set_user_attr(key, value))
+
     def copy_curve(self, source: int, trial: optuna.Trial, upto: int) -> None:
         """Copy trial ``source``'s intermediate values up to step ``upto`` into ``trial`` (one
         that continues it from a checkpoint), where it has none of its own."""

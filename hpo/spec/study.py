@@ -21,6 +21,7 @@ from hpo.defaults import KEEP_BEST_CHECKPOINTS
 from hpo.errors import HpoError
 from hpo.spec.pruners import PRUNERS
 from hpo.spec.samplers import SAMPLERS
+from hpo.spec.schedules import PbtOptions, pbt_options
 from hpo.spec.space import SearchSpace, _load_yaml, resolve_space_source
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
@@ -88,6 +89,10 @@ class PrunerSpec(_Named):
     name: str = "none"
 
 
+class ScheduleSpec(_Named):
+    name: Literal["none", "pbt"] = "none"
+
+
 class StudySpec(_Strict):
     """A validated study: what to run, over which space, how to search and prune, on what budget."""
 
@@ -116,6 +121,7 @@ class StudySpec(_Strict):
     enqueue: list[dict[str, Any]] = Field(default_factory=list)
     warm_start: WarmStart | None = None
     checkpoints: Checkpoints = Field(default_factory=Checkpoints)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
 
     # Directory that relative objective modules are imported from (the spec file's directory).
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
@@ -132,7 +138,9 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
-        if self.n_trials is None and self.timeout is None:
+        if self.schedule.name == "pbt":
+            self._check_pbt()
+        elif self.n_trials is None and self.timeout is None:
             raise ValueError("give n_trials, timeout, or both")
         if self.direction is not None and self.directions is not None:
             raise ValueError("give direction or directions, not both")
@@ -157,6 +165,25 @@ class StudySpec(_Strict):
                 if not space[name].contains(value):
                     raise ValueError(f"enqueue[{i}]: {name}={value!r} is outside its range in the search space")
         return self
+
+    def _check_pbt(self) -> None:
+        if self.n_trials is not None:
+            raise ValueError("schedule pbt: the budget is the population's training (population x segments); "
+                             "drop n_trials")
+        if self.is_multi_objective:
+            raise ValueError("schedule pbt needs a single direction")
+        if self.pruner.name != "none":
+            raise ValueError("schedule pbt replaces the pruner (its bottom quantile copies the top): use pruner: none")
+        try:
+            options = pbt_options(self.schedule.options, self.search_space)
+        except HpoError as exc:
+            raise ValueError(f"schedule: {exc}") from None
+        if len(self.enqueue) > options.population:
+            raise ValueError(f"schedule pbt: enqueue has more configurations than the population ({options.population})")
+
+    @property
+    def pbt(self) -> PbtOptions | None:
+        return pbt_options(self.schedule.options, self.search_space) if self.schedule.name == "pbt" else None
 
     @property
     def study_directions(self) -> list[str]:

@@ -24,3 +24,4 @@ STOPPED_ATTR = "hpo:stopped"
 def was_stopped(trial: FrozenTrial) -> bool:
     """A FAIL trial that hpo stopped (cancel, hand-back, Ctrl-C/SIGTERM, lost owner): not a failure."""
     return trial.state == TrialState.FAIL and bool(trial.user_attrs.get(STOPPED_ATTR))
+PBT_ATTR = "hpo:pbt"  # a Population Based Training segment: member, generation, steps, parent, changes

@@ -152,7 +152,10 @@ def fit(
     # Shuffling and augmentation draw from their own generator, seeded by the trial's seed.
     generator = torch.Generator().manual_seed(reporter.seed)
     val_acc = 0.0
-    start = resume(reporter.load_checkpoint(), params, model, optimizer, scheduler, generator)
+    checkpoint = reporter.load_checkpoint()
+    start = resume(checkpoint, params, model, optimizer, scheduler, generator)
+    if checkpoint:
+        val_acc = float(checkpoint.get("val_acc", 0.0))  # trained to its end already: that is its result
     for epoch in range(start, epochs):
         model.train()
         for inputs, targets in train_batches(generator):
