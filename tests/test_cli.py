@@ -224,9 +224,13 @@ def test_sigterm_hands_running_trials_back_like_ctrl_c(tmp_path, backend):
     assert err.strip().splitlines()[-1] == "terminated: running trials were handed back; run again to resume"
     assert "Traceback" not in err and "Stack" not in err
     study = optuna.load_study(study_name="termed", storage=url)
-    states = [t.state for t in study.trials]
-    # the two running (and the one prepared to start next) handed back, none left RUNNING
-    assert len(states) >= 2 and set(states) == {optuna.trial.TrialState.FAIL}
+    stopped = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    requeued = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
+    # the two running (and the one prepared to start next) handed back, none left RUNNING; the
+    # ones that had started are queued again with the same values, to resume first
+    assert len(stopped) >= 2 and len(stopped) + len(requeued) == len(study.trials)
+    assert len(requeued) >= 2 and all(t.user_attrs["hpo:resumes"] in {s.number for s in stopped} for t in requeued)
+    states = stopped
     status = subprocess.run([HPO, "status", "termed", "--storage", url, "--json"], capture_output=True, text=True)
     summary = json.loads(status.stdout)
     assert summary["state"] == "INTERRUPTED"
@@ -240,3 +244,7 @@ def test_sigterm_hands_running_trials_back_like_ctrl_c(tmp_path, backend):
     resumed = json.loads(again.stdout)
     assert again.returncode == 0 and resumed["state"] == "COMPLETED", (again.stdout, again.stderr)
     assert resumed["complete"] == 4 and resumed["failed"] == 0 and resumed["stopped"] == len(states)
+    again_study = optuna.load_study(study_name="termed", storage=url)
+    finished = {t.user_attrs.get("hpo:resumes"): t for t in again_study.trials if t.state.name == "COMPLETE"}
+    assert {t.user_attrs["hpo:resumes"] for t in requeued} <= set(finished)  # the handed-back ones ran first
+    assert all(t.params == again_study.trials[n].params for n, t in finished.items() if n is not None)

@@ -59,7 +59,6 @@ class _Running:
     started: float | None = None  # None while prepared, waiting for a slot to free
     asked: float = 0.0  # when Optuna's ask made it (driver clock): started - asked is its queued time
     asked_at: datetime | None = None  # the same, wall clock: what Optuna stamped as its start
-    lineage: int = 0  # the trial whose checkpoint folder it writes (itself, unless it continues one)
 
 
 def trial_seed(spec: StudySpec, study_name: str, number: int) -> int:
@@ -341,7 +340,7 @@ class StudyDriver:
             checkpoint_dir=checkpoint_dir,
         )
         run = _Running(trial=trial, task=task, params=params, attempt=attempt, asked=self.clock.monotonic(),
-                       asked_at=datetime.now(), lineage=lineage)
+                       asked_at=datetime.now())
         self._running[key] = run
         if start:
             self._launch(run)

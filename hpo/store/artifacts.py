@@ -69,6 +69,3 @@ class StudyArtifacts:
 
     def remove_all(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
-
-    def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
