@@ -6,13 +6,11 @@ from __future__ import annotations
 import pytest
 from optuna.trial import TrialState
 
-from hpo import api
 from hpo.errors import HpoError
 from hpo.run.checkpoints import CheckpointKeeper
 from hpo.run.driver import StudyDriver
 from hpo.run.local_backend import LocalBackend
 from hpo.store.artifacts import StudyArtifacts
-from hpo.store.database import Store
 from hpo.store.jobs import JobState
 from hpo.store.optuna_adapter import study_id_of
 
@@ -74,11 +72,10 @@ def test_a_pbt_study_copies_better_members_and_trains_each_member_exactly_its_ep
     ({"name": "pbt", "options": {"interval": "two"}}, "interval"),
     ({"name": "pb3"}, "schedule.name"),
 ])
-def test_bad_schedule_options_are_refused_before_anything_is_written(tmp_path, schedule, error):
-    url = f"sqlite:///{tmp_path}/s.db"
+def test_bad_schedule_options_are_refused_naming_the_option(schedule, error):
+    """The spec refuses them; that `hpo submit` then writes nothing is checked from the shell below."""
     with pytest.raises(HpoError, match=error):
-        api.submit(make_spec(name="bad", search_space=X, schedule=schedule, n_trials=None), storage=url)
-    assert not Store(url).exists()
+        make_spec(name="bad", search_space=X, schedule=schedule, n_trials=None)
 
 
 def test_hpo_run_of_a_pbt_spec_and_hpo_best_gives_the_winning_schedule(tmp_path):

@@ -67,9 +67,6 @@ class PopulationBasedTraining:
         segment = attrs.get(PBT_ATTR)
         return segment is not None and step >= segment["end"]
 
-    def segment_of(self, attrs: dict[str, Any]) -> dict[str, Any] | None:
-        return attrs.get(PBT_ATTR)
-
     def finished(self, trial: FrozenTrial, value: float | None, trained_out: bool) -> list[Enqueue]:
         """A segment ended (COMPLETE with ``value``, or failed for good: None); the segments of
         the next generation when this completed the current one."""

@@ -21,8 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from hpo.errors import HpoError
 from hpo.spec.space import CategoricalParam, SearchSpace
 
-SCHEDULES = ("none", "pbt")
-
 
 class PbtOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
