@@ -6,6 +6,7 @@ import os
 import threading
 from pathlib import Path
 
+import pytest
 import ray
 from optuna.trial import TrialState
 
@@ -43,7 +44,9 @@ def test_a_closed_mailbox_stops_its_workers_and_stays_closed(ray_runtime):
 def test_one_channel_per_process_and_a_dead_one_is_replaced(ray_runtime):
     first = process_channel()
     assert process_channel() is first
-    ray.kill(first)
+    ray.kill(first)  # asynchronous: wait until the actor is gone before asking again
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(first.boxes.remote(), timeout=60)
     second = process_channel()
     assert second is not first
     assert ray.get(second.report.remote("box", "t", 0, 1.0, False)) is False

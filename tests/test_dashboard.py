@@ -111,8 +111,8 @@ class Dashboard:
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)  # Ctrl-C: the documented way to stop it
-            try:
-                self.proc.wait(timeout=10)
+            try:  # generous: on a loaded 2-core CI machine a busy server takes a while to notice
+                self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
