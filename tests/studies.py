@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import optuna
 from optuna.trial import TrialState
 
@@ -85,3 +88,17 @@ def assert_warm_workers(study) -> set[int]:
         assert trials[0]["cold_start"] and not any(r["cold_start"] for r in trials[1:])
         assert trials[0]["startup_cpu_s"] > 0 and trials[0]["startup_s"] > 0
     return set(by_pid)
+
+
+def stop_when_file_appears(flag) -> threading.Event:
+    """An event set once ``flag`` (a path) exists: an objective writes it to have its driver
+    handed back at a chosen moment (a driver's ``stop``)."""
+    stop = threading.Event()
+
+    def watch():
+        while not flag.exists():
+            time.sleep(0.05)
+        stop.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return stop

@@ -14,15 +14,17 @@ from hpo.store.artifacts import StudyArtifacts
 from hpo.store.jobs import JobState
 from hpo.store.optuna_adapter import study_id_of
 
-from studies import make_spec, new_study
+from studies import make_spec, new_study, stop_when_file_appears
 
 X = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
 PBT = {"name": "pbt", "options": {"population": 4, "interval": 2, "quantile": 0.25}}
 
 
-def test_a_pbt_study_copies_better_members_and_trains_each_member_exactly_its_epochs(store, tmp_path):
+@pytest.mark.parametrize("kind", ["pbt", "pb2"])
+def test_a_pbt_study_copies_better_members_and_trains_each_member_exactly_its_epochs(store, tmp_path, kind):
+    """pb2: the same schedule, its explore step chosen by the GP bandit."""
     spec = make_spec(objective="objectives:pbt_score", search_space=X, n_trials=None, direction="maximize",
-                     schedule=PBT, sampler="random", objective_args={"epochs": 6})
+                     schedule={**PBT, "name": kind}, sampler="random", objective_args={"epochs": 6})
     study = new_study(store, spec)
     artifacts = StudyArtifacts(tmp_path / "artifacts", spec.name, study_id_of(study))
     keeper = CheckpointKeeper(artifacts, 1, spec.study_directions)
@@ -51,6 +53,8 @@ def test_a_pbt_study_copies_better_members_and_trains_each_member_exactly_its_ep
             # a better member at that step, and its checkpoint: the score goes on from the parent's
             assert parent.value > own.value
             assert parent.user_attrs["hpo:pbt"]["member"] == segment["exploit"] != segment["member"]
+            assert 0.0 <= trial.params["x"] <= 1.0 and segment["changed"] == (
+                {"x": [own.params["x"], trial.params["x"]]} if trial.params["x"] != own.params["x"] else {})
         else:
             assert parent.number == own.number and trial.params == own.params
         start = segment["start"]
@@ -78,16 +82,19 @@ def test_bad_schedule_options_are_refused_naming_the_option(schedule, error):
         make_spec(name="bad", search_space=X, schedule=schedule, n_trials=None)
 
 
-def test_hpo_run_of_a_pbt_spec_and_hpo_best_gives_the_winning_schedule(tmp_path):
-    """From the shell: `hpo run` (local workers) and `hpo best --json` with the schedule."""
+def test_hpo_run_of_a_pb2_spec_hpo_best_gives_the_winning_schedule_and_the_report_draws_it(tmp_path):
+    """From the shell: `hpo run` (local workers), `hpo best --json` with the schedule, and
+    `hpo report` with the population's lineage and the best member's schedule."""
     import json
+
+    from test_report import embedded_data
 
     from test_cli import hpo
 
     spec = tmp_path / "pbt.yaml"
     spec.write_text(
         "name: pbt\nobjective: builtin:branin\nobjective_args: {steps: 6, checkpoints: true}\nsearch_space: branin\n"
-        "schedule: {name: pbt, options: {population: 4, interval: 2}}\nseed: 3\n")
+        "schedule: {name: pb2, options: {population: 4, interval: 2}}\nseed: 3\n")
     url = f"sqlite:///{tmp_path}/s.db"
     run = hpo("run", str(spec), "--storage", url, "--backend", "local")
     assert run.returncode == 0, run.stderr
@@ -96,6 +103,11 @@ def test_hpo_run_of_a_pbt_spec_and_hpo_best_gives_the_winning_schedule(tmp_path)
     steps = [part["steps"] for part in best["schedule"]]
     assert steps[0][0] == 0 and all(b[0] == a[1] + 1 for a, b in zip(steps, steps[1:]))
     assert best["schedule"][-1]["trial"] == best["number"]
+    report = hpo("report", "pbt", "--storage", url, "--no-png", "--output", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    figures = {f["key"]: f for f in embedded_data((tmp_path / "report" / "report.html").read_text())["figures"]}
+    assert figures["pbt-lineage"]["drawn"] and figures["pbt-schedule"]["drawn"], figures
+    assert figures["pbt-lineage"]["basis"] == "16 finished segments"  # 4 members x 4 segments
 
 
 def test_a_bad_schedule_from_the_shell_is_one_line_exit_2_and_writes_nothing(tmp_path):
@@ -136,22 +148,11 @@ def test_a_pbt_member_whose_worker_dies_goes_on_from_its_checkpoint(store, tmp_p
 
 
 def test_a_pbt_study_handed_back_mid_generation_finishes_exactly_on_the_next_run(store, tmp_path):
-    import threading
-    import time
-
     flag = tmp_path / "stop-now"
     spec = make_spec(objective="objectives:pbt_score", search_space=X, n_trials=None, direction="maximize",
                      schedule=PBT, sampler="random", objective_args={"epochs": 6, "stop_file": str(flag)})
     study = new_study(store, spec)
-    stop = threading.Event()
-
-    def stopper():
-        while not flag.exists():
-            time.sleep(0.05)
-        stop.set()
-
-    thread = threading.Thread(target=stopper, daemon=True)
-    thread.start()
+    stop = stop_when_file_appears(flag)
     assert _pbt_driver(store, spec, study, tmp_path, stop=stop).run().state == JobState.INTERRUPTED
     flag.unlink()
     spec = make_spec(objective="objectives:pbt_score", search_space=X, n_trials=None, direction="maximize",

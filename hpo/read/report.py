@@ -34,6 +34,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import HpoError
+from hpo.read import schedule_figures
 from hpo.read.accounting import (
     epochs_trained,
     full_epochs,
@@ -47,6 +48,7 @@ from hpo.read.accounting import (
 )
 from hpo.read.queries import StudySummary, get_job, load_study, summarize
 from hpo.spec.study import StudySpec
+from hpo.store.attrs import PBT_ATTR
 from hpo.store.database import Store
 
 DEFAULT_GAP_THRESHOLD = 0.05
@@ -352,6 +354,15 @@ def build_figures(spec: StudySpec, study: optuna.Study, trials: list[FrozenTrial
             few or (None if len(names) <= 3 else f"Optuna draws Pareto fronts of 2 or 3 objectives, not {len(names)}"),
             lambda: vis.plot_pareto_front(study, target_names=names),
         ))
+    if any(PBT_ATTR in t.user_attrs for t in trials):
+        pbt_done = schedule_figures.segments(trials)
+        figs.append(_draw(Figure("pbt-lineage", "Population", "Population lineage (dotted: copied a better member)"),
+                          None if pbt_done else "no segment finished yet",
+                          lambda: schedule_figures.lineage_figure(trials)))
+        best = study.best_trial if complete and not multi else None
+        figs.append(_draw(Figure("pbt-schedule", "Population", "The best member's schedule (values per step)"),
+                          None if best is not None and PBT_ATTR in best.user_attrs else "no best member yet",
+                          lambda: schedule_figures.schedule_figure(trials, best)))
     figs.append(_draw(Figure("train-validation", "Overfitting",
                              "Train (dashed) vs validation (solid) of the best trials"),
                       None if gaps else "no best trial logged a training metric next to its validation value",
@@ -367,7 +378,9 @@ def build_figures(spec: StudySpec, study: optuna.Study, trials: list[FrozenTrial
     measured = sum(1 for t in trials if run_info(t))
     basis = {"intermediate-values": f"{len(with_curves)} trials with learning curves",
              "train-validation": f"the {len(gaps)} best trials that logged a training metric",
-             "timeline": f"{measured} trials that ran", "compute-cpu": f"{measured} trials that ran",
+             "timeline": f"{measured} trials that ran",
+             "pbt-lineage": f"{sum(PBT_ATTR in t.user_attrs for t in complete)} finished segments",
+             "pbt-schedule": "the best member's segments", "compute-cpu": f"{measured} trials that ran",
              "compute-gpu": f"{measured} trials that ran"}
     for fig in figs:  # every figure says how many trials it rests on
         fig.basis = basis.get(fig.key, f"{len(complete)} complete trials")

@@ -31,10 +31,12 @@ from hpo.run.backend import Finished, Report, Slot, TrialBackend
 from hpo.run.checkpoints import CheckpointKeeper
 from hpo.run.clock import Clock, SystemClock
 from hpo.run.events import Best, Counts, Observer
-from hpo.run.pbt import Enqueue, PopulationBasedTraining
+from hpo.run.pbt import PopulationBasedTraining
+from hpo.run.promotion import PromotionSchedule
 from hpo.run.recorder import StudyRecorder
+from hpo.run.schedule import Enqueue, Schedule
 from hpo.spec.study import StudySpec
-from hpo.store.attrs import ATTEMPT_ATTR, INFO_ATTR, LINEAGE_ATTR, PBT_ATTR, RESUMES_ATTR, RETRY_OF_ATTR, was_stopped
+from hpo.store.attrs import ATTEMPT_ATTR, INFO_ATTR, LINEAGE_ATTR, PBT_ATTR, PROMOTION_ATTR, RESUMES_ATTR, RETRY_OF_ATTR, was_stopped
 from hpo.store.jobs import JobState
 from hpo.store.optuna_adapter import trial_id as id_of
 from workers.runner import TrialOutcome, TrialTask
@@ -168,12 +170,9 @@ class StudyDriver:
         self.backend = backend
         self.clock = clock or SystemClock()
         self.checkpoints = checkpoints
-        pbt = spec.pbt
-        self.pbt = None if pbt is None else PopulationBasedTraining(
-            pbt, spec.search_space, spec.study_directions[0] == "maximize",
-            seed=trial_seed(spec, study.study_name, -1))
-        if self.pbt is not None and checkpoints is None:
-            raise HpoError("schedule pbt needs checkpoints (an artifact store)")
+        self.schedule = _schedule(spec, study.study_name)
+        if self.schedule is not None and checkpoints is None:
+            raise HpoError("schedule pbt and pruner promotion need checkpoints (an artifact store)")
         self.study = study
         self.spec = spec
         self.recorder = StudyRecorder(study, owner=owner, engine=engine)
@@ -208,7 +207,7 @@ class StudyDriver:
         self._recover()
         if self.observer:
             self.observer.started(self.spec, self.counts)
-        self._decisions = (self.spec.pruner.name != "none" and not self.spec.is_multi_objective) or self.pbt is not None
+        self._decisions = (self.spec.pruner.name != "none" and not self.spec.is_multi_objective) or self.schedule is not None
         self._box = f"{self.study.study_name}/{uuid.uuid4().hex[:8]}"
         self._slot = trial_slot(self.spec, self.placement)
         now = self.clock.monotonic
@@ -298,8 +297,8 @@ class StudyDriver:
             return False
         if self._past_deadline():
             return False
-        if self.pbt is not None:
-            return self.pbt.ready()
+        if self.schedule is not None:
+            return self.schedule.ready()
         n_trials = self.spec.n_trials
         return n_trials is None or self.counts.finished + len(self._running) < n_trials
 
@@ -308,8 +307,8 @@ class StudyDriver:
 
     def _dispatch(self, start: bool = True) -> None:
         trial = self.recorder.ask()
-        if self.pbt is not None:
-            attrs = self.pbt.dispatched(trial.number, trial.user_attrs)
+        if self.schedule is not None:
+            attrs = self.schedule.dispatched(trial.number, trial.user_attrs)
             for key, value in (attrs or {}).items():
                 self.recorder.set_attr(trial, key, value)
         params = self.spec.search_space.sample(trial)
@@ -352,7 +351,10 @@ class StudyDriver:
         resumes = trial.user_attrs.get(RESUMES_ATTR)
         step = self.checkpoints.latest(lineage) if self.checkpoints is not None else None
         if resumes is not None and step is not None:
-            self.recorder.copy_curve(int(resumes), trial, step)
+            kept = self.checkpoints.artifacts.checkpoints(lineage).curve(step)
+            curve = self.recorder.copy_curve(int(resumes), trial, step, kept)
+            if self.schedule is not None:
+                self.schedule.resumed(trial.number, trial.user_attrs, curve)
 
     def _launch(self, run: _Running) -> None:
         launched_at = datetime.now()
@@ -371,11 +373,14 @@ class StudyDriver:
             # A report from an attempt we no longer track (abandoned, or already told) is
             # dropped, and that worker is told to stop.
             stop = True if run is None else self.recorder.report(run.trial, step, value)
-            if run is not None and self.pbt is not None and self.pbt.ends_at(run.trial.user_attrs, step):
-                stop = True  # the segment's end: its checkpoint is saved; the next generation goes on
+            if run is not None and not stop and self.schedule is not None and \
+                    self.schedule.stops(run.trial.number, run.trial.user_attrs, step, value):
+                stop = True  # the segment's end: its checkpoint is saved; the schedule goes on later
             decisions.append((key, step, stop))
         if self._decisions:  # the pruner read the reports from memory: answer first,
             self.backend.decide(decisions)
+        if self.schedule is not None:
+            self._enqueue_segments(self.schedule.reported())
         self._flush_due()  # then store them, with the others of the last flush_interval
 
     def _flush_due(self) -> None:
@@ -462,17 +467,23 @@ class StudyDriver:
             info["startup_cpu_s"] = _rounded(outcome.startup_cpu_s)
         if outcome.reports:
             self.recorder.store_missing_reports(run.trial, outcome.reports)
+        scheduled = self.schedule is not None and self.schedule.owns(run.trial.user_attrs)
         segment_end = None
-        if self.pbt is not None and PBT_ATTR in run.trial.user_attrs:
+        if scheduled:
             info["trained_out"] = outcome.state == "complete"
-            if outcome.state == "pruned" and outcome.last_step is not None and \
-                    self.pbt.ends_at(run.trial.user_attrs, outcome.last_step):
-                segment_end = outcome.reports.get(outcome.last_step)  # stopped by us: the segment's value
-        if segment_end is not None:
-            frozen = self.recorder.complete(run.trial, [segment_end], {}, info)
+            if outcome.state == "pruned":  # stopped by the schedule, or pruned
+                segment_end = self.schedule.segment_end(run.trial.number, run.trial.user_attrs, outcome.last_step)
+        segment_value = None if outcome.last_step is None else outcome.reports.get(outcome.last_step)
+        if segment_end == "complete" and segment_value is not None:  # a PBT segment: its value at its end
+            frozen = self.recorder.complete(run.trial, [segment_value], {}, info)
             if frozen is not None:
                 self.counts.complete += 1
                 self._update_best(frozen)
+        elif segment_end == "paused":  # promotion: it may go on from its checkpoint later
+            info["paused_at"] = outcome.last_step
+            frozen = self.recorder.prune(run.trial, info)
+            if frozen is not None:
+                self.counts.pruned += 1
         elif outcome.state == "complete":
             frozen = self.recorder.complete(run.trial, outcome.values, outcome.constraints, info)
             if frozen is not None:
@@ -490,8 +501,8 @@ class StudyDriver:
                 self._count_failure(outcome.error or "", retried)
         if frozen is None:
             self._count_finished_elsewhere(id_of(run.trial))
-        elif self.pbt is not None and PBT_ATTR in frozen.user_attrs:
-            self._pbt_finished(frozen, info)
+        elif scheduled:
+            self._segment_finished(frozen, info)
         elif self.checkpoints is not None:
             self.checkpoints.ended(frozen, goes_on=bool(info.get("retried")))
         if frozen is not None:
@@ -500,16 +511,10 @@ class StudyDriver:
         if self.observer and frozen is not None:
             self.observer.trial_finished(frozen, self.counts, self.best)
 
-    def _pbt_finished(self, frozen: FrozenTrial, info: dict[str, Any]) -> None:
-        trained_out = bool(info.get("trained_out"))
-        if frozen.state == TrialState.COMPLETE:
-            queue = self.pbt.finished(frozen, frozen.value, trained_out)
-        elif frozen.state == TrialState.FAIL and info.get("retried"):
-            return
-        else:
-            queue = self.pbt.finished(frozen, None, False)
-        if self.checkpoints is not None and (frozen.state != TrialState.COMPLETE or trained_out):
-            self.checkpoints.ended(frozen, goes_on=False)
+    def _segment_finished(self, frozen: FrozenTrial, info: dict[str, Any]) -> None:
+        queue = self.schedule.finished(frozen, info)
+        if self.checkpoints is not None:
+            self.checkpoints.ended(frozen, goes_on=self.schedule.goes_on(frozen, info))
         self._enqueue_segments(queue)
 
     def _enqueue_segments(self, queue: list[Enqueue]) -> None:
@@ -539,9 +544,9 @@ class StudyDriver:
             return False
         lineage = int(attrs.get(LINEAGE_ATTR, number))
         carried = {LINEAGE_ATTR: lineage, RESUMES_ATTR: number}
-        if PBT_ATTR in attrs and self.pbt is not None:
-            carried[PBT_ATTR] = attrs[PBT_ATTR]
-            self.pbt.requeued()
+        if self.schedule is not None and self.schedule.owns(attrs):
+            carried.update({k: v for k, v in attrs.items() if k in _SCHEDULE_ATTRS})
+            self.schedule.requeued()
         self.recorder.retry(params, attempt + 1 if failed else attempt, number, carried)
         return True
 
@@ -599,8 +604,8 @@ class StudyDriver:
                     self._terminal_failures += 1
         if self.checkpoints is not None:
             self.checkpoints.recover(self.recorder.trials(states=(TrialState.COMPLETE,)))
-        if self.pbt is not None:
-            self._enqueue_segments(self.pbt.recover(self.recorder.trials()))
+        if self.schedule is not None:
+            self._enqueue_segments(self.schedule.recover(self.recorder.trials()))
 
     def _fail_orphans(self) -> None:
         """A trial left RUNNING that this driver does not run (e.g. an ask whose reply was lost
@@ -629,8 +634,9 @@ class StudyDriver:
             if reason is None:
                 continue
             try:
-                # a prepared PBT segment is its member's next one: it is queued again too
-                goes_on = run.started is not None or PBT_ATTR in run.trial.user_attrs
+                # a prepared segment of a schedule is its lineage's next one: it is queued again too
+                goes_on = run.started is not None or (self.schedule is not None
+                                                      and self.schedule.owns(run.trial.user_attrs))
                 retried = goes_on and self._retry(
                     run.trial.user_attrs, run.params, run.attempt, run.trial.number, failed=False)
                 if self.recorder.fail(id_of(run.trial), run.trial.number, reason,
@@ -652,9 +658,26 @@ class StudyDriver:
         else:
             state, message = JobState.COMPLETED, self.placement.note
             n_trials = self.spec.n_trials
-            if n_trials is not None and self.counts.finished < n_trials:
+            left = self.schedule.unfinished() if self.schedule is not None and self._past_deadline() else None
+            if left is not None:
+                message = f"timeout reached: {left}"
+            elif self.schedule is None and n_trials is not None and self.counts.finished < n_trials:
                 message = f"timeout reached after {self.counts.finished} of {n_trials} trials"
         return DriverResult(state=state, message=message, counts=self.counts, best=self.best)
+
+
+def _schedule(spec: StudySpec, study_name: str) -> Schedule | None:
+    """The study's schedule (PBT, or a pruner with promotion), if it has one."""
+    maximize = spec.study_directions[0] == "maximize"
+    if spec.pbt is not None:
+        return PopulationBasedTraining(spec.pbt, spec.search_space, maximize,
+                                       seed=trial_seed(spec, study_name, -1), bandit=spec.schedule.name == "pb2")
+    if spec.promotion is not None:
+        return PromotionSchedule(spec.promotion, spec.n_trials, maximize)
+    return None
+
+
+_SCHEDULE_ATTRS = (PBT_ATTR, PROMOTION_ATTR)  # what a retry of a segment carries
 
 
 class LeaseLost(Exception):

@@ -20,11 +20,11 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.run.pb2 import GpBandit, Observation
+from hpo.run.schedule import Enqueue, Schedule, SegmentEnd
 from hpo.spec.schedules import PbtOptions
 from hpo.spec.space import CategoricalParam, FloatParam, IntParam, SearchSpace
 from hpo.store.attrs import INFO_ATTR, LINEAGE_ATTR, PBT_ATTR, RESUMES_ATTR
-
-Enqueue = tuple[dict[str, Any], dict[str, Any], tuple[int, int] | None]  # params, attrs, (copy from, to) lineages
 
 
 @dataclass
@@ -35,15 +35,25 @@ class _Member:
     lost: bool = False  # a segment failed for good
 
 
-class PopulationBasedTraining:
-    def __init__(self, options: PbtOptions, space: SearchSpace, maximize: bool, seed: int) -> None:
+class PopulationBasedTraining(Schedule):
+    def __init__(self, options: PbtOptions, space: SearchSpace, maximize: bool, seed: int,
+                 bandit: bool = False) -> None:
+        """``bandit``: PB2, explore with a GP bandit (numeric mutations) instead of perturbing."""
         self.options, self.space, self.maximize = options, space, maximize
         self.rng = random.Random(seed)
+        numeric = {n: p for n, p in space.params.items()
+                   if n in (options.mutations or []) and isinstance(p, (FloatParam, IntParam))}
+        self.bandit = GpBandit(numeric, self.rng) if bandit and numeric else None
+        # segment trial -> (value, parent trial, generation, values): what PB2 learns from
+        self._scores: dict[int, tuple[float, int | None, int, dict[str, Any]]] = {}
         self.members: dict[int, _Member] = {}  # by member index
         self.queued = 0  # segments enqueued (or re-queued) and not yet dispatched
         self.formed = 0  # the newest generation queued (0: the first, sampled)
 
     # -- what the driver asks -------------------------------------------------------------
+
+    def owns(self, attrs: dict[str, Any]) -> bool:
+        return PBT_ATTR in attrs
 
     def ready(self) -> bool:
         """Whether a segment may be dispatched now (a queued one, or a new member to sample)."""
@@ -62,12 +72,27 @@ class PopulationBasedTraining:
         """A segment was queued again (a retry, a stopped trial)."""
         self.queued += 1
 
-    def ends_at(self, attrs: dict[str, Any], step: int) -> bool:
+    def stops(self, trial_number: int, attrs: dict[str, Any], step: int, value: float) -> bool:
         """Whether ``step`` is its segment's last: the worker stops there (its checkpoint kept)."""
         segment = attrs.get(PBT_ATTR)
         return segment is not None and step >= segment["end"]
 
-    def finished(self, trial: FrozenTrial, value: float | None, trained_out: bool) -> list[Enqueue]:
+    def segment_end(self, trial_number: int, attrs: dict[str, Any], last_step: int | None) -> SegmentEnd | None:
+        """A segment stopped at its end is COMPLETE, with its value there."""
+        stopped = last_step is not None and self.stops(trial_number, attrs, last_step, 0.0)
+        return "complete" if stopped else None
+
+    def finished(self, trial: FrozenTrial, info: dict[str, Any]) -> list[Enqueue]:
+        if trial.state == TrialState.COMPLETE:
+            return self._finished(trial, trial.value, bool(info.get("trained_out")))
+        if trial.state == TrialState.FAIL and info.get("retried"):
+            return []  # its retry goes on
+        return self._finished(trial, None, False)
+
+    def goes_on(self, trial: FrozenTrial, info: dict[str, Any]) -> bool:
+        return trial.state == TrialState.COMPLETE and not info.get("trained_out") or bool(info.get("retried"))
+
+    def _finished(self, trial: FrozenTrial, value: float | None, trained_out: bool) -> list[Enqueue]:
         """A segment ended (COMPLETE with ``value``, or failed for good: None); the segments of
         the next generation when this completed the current one."""
         segment = trial.user_attrs[PBT_ATTR]
@@ -78,6 +103,7 @@ class PopulationBasedTraining:
             member.lost = True
         else:
             member.results[segment["generation"]] = (value, trial.number, dict(trial.params))
+            self._scores[trial.number] = (value, segment.get("parent"), int(segment["generation"]), dict(trial.params))
             member.done = member.done or trained_out
         return self._next_generation()
 
@@ -103,16 +129,18 @@ class PopulationBasedTraining:
         ranked = sorted(going, key=lambda i: going[i].results[generation][0], reverse=self.maximize)
         n = max(1, math.floor(len(ranked) * self.options.quantile)) if len(ranked) >= 2 else 0
         top, bottom = ranked[:n], set(ranked[len(ranked) - n:]) if n else set()
+        exploits = {i: self.rng.choice(top) for i in ranked if i in bottom and top}
+        chosen = self._bandit_values(generation + 1, [going[e].results[generation][2] for e in exploits.values()])
         queue: list[Enqueue] = []
         for i in ranked:
             value, trial_number, params = going[i].results[generation]
             copy = None
             changed: dict[str, list[Any]] = {}
             exploit = None
-            if i in bottom and top:
-                exploit = self.rng.choice(top)
+            if i in exploits:
+                exploit = exploits[i]
                 _, donor_trial, donor_params = going[exploit].results[generation]
-                new = self._explore(donor_params)
+                new = self._explore(donor_params, chosen.pop(0) if chosen else None)
                 changed = {k: [params.get(k), v] for k, v in new.items() if params.get(k) != v}
                 params, trial_number = new, donor_trial
                 copy = (going[exploit].lineage, going[i].lineage)
@@ -130,14 +158,31 @@ class PopulationBasedTraining:
                 "end": (generation + 1) * interval - 1, "parent": parent, "exploit": exploit,
                 "changed": changed or {}}
 
-    def _explore(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _bandit_values(self, generation: int, donors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """PB2: the bandit's values for each exploiting member (empty under plain PBT)."""
+        if self.bandit is None or not donors:
+            return []
+        history = []
+        for value, parent, segment_generation, params in self._scores.values():
+            if parent is None or parent not in self._scores:
+                continue  # a first segment: no change to learn from
+            change = value - self._scores[parent][0]
+            if all(n in params for n in self.bandit.names):
+                history.append(Observation(values={n: params[n] for n in self.bandit.names},
+                                           generation=segment_generation,
+                                           change=change if self.maximize else -change))
+        return self.bandit.choose(history, generation, donors)
+
+    def _explore(self, params: dict[str, Any], chosen: dict[str, Any] | None = None) -> dict[str, Any]:
         new = dict(params)
         space = self.space.params
         for name in self.options.mutations or []:
             if name not in new:
                 continue
             param = space[name]
-            if self.rng.random() < self.options.resample_probability:
+            if chosen is not None and name in chosen:
+                new[name] = chosen[name]  # PB2: the bandit chose it
+            elif self.rng.random() < self.options.resample_probability:
                 new[name] = self._resample(param)
             elif isinstance(param, CategoricalParam):
                 index = next(i for i, c in enumerate(param.choices) if c == new[name])
@@ -183,6 +228,8 @@ class PopulationBasedTraining:
                 self.queued += 1
             elif trial.state == TrialState.COMPLETE and trial.value is not None:
                 member.results[segment["generation"]] = (trial.value, trial.number, dict(trial.params))
+                self._scores[trial.number] = (trial.value, segment.get("parent"), int(segment["generation"]),
+                                              dict(trial.params))
                 member.done = member.done or bool((trial.user_attrs.get(INFO_ATTR) or {}).get("trained_out"))
             elif trial.state == TrialState.FAIL and not (trial.user_attrs.get(INFO_ATTR) or {}).get("retried"):
                 member.lost = True

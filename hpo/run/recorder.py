@@ -237,13 +237,17 @@ class StudyRecorder:
     def set_attr(self, trial: optuna.Trial, key: str, value: Any) -> None:
         self._retrying("attr", lambda: trial.set_user_attr(key, value))
 
-    def copy_curve(self, source: int, trial: optuna.Trial, upto: int) -> None:
+    def copy_curve(self, source: int, trial: optuna.Trial, upto: int,
+                   kept: dict[int, float] | None = None) -> dict[int, float]:
         """Copy trial ``source``'s intermediate values up to step ``upto`` into ``trial`` (one
-        that continues it from a checkpoint), where it has none of its own."""
+        that continues it from a checkpoint), where it has none of its own; ``kept``: the
+        values saved with the checkpoint, for steps the store missed. The curve copied."""
         source_id = self._retrying(
             "read", lambda: self.storage.get_trial_id_from_study_id_trial_number(study_id_of(self.study), source))
         values = self._retrying("read", lambda: self.storage.get_trial(source_id)).intermediate_values
-        self.store_missing_reports(trial, {step: v for step, v in values.items() if step <= upto})
+        curve = {step: v for step, v in {**(kept or {}), **values}.items() if step <= upto}
+        self.store_missing_reports(trial, curve)
+        return curve
 
     def best_trials(self) -> list[FrozenTrial]:
         return self._retrying("read", lambda: self.study.best_trials)

@@ -21,7 +21,7 @@ from hpo.defaults import KEEP_BEST_CHECKPOINTS
 from hpo.errors import HpoError
 from hpo.spec.pruners import PRUNERS
 from hpo.spec.samplers import SAMPLERS
-from hpo.spec.schedules import PbtOptions, pbt_options
+from hpo.spec.schedules import PbtOptions, PromotionOptions, pbt_options, promotion_options
 from hpo.spec.space import SearchSpace, _load_yaml, resolve_space_source
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
@@ -90,7 +90,7 @@ class PrunerSpec(_Named):
 
 
 class ScheduleSpec(_Named):
-    name: Literal["none", "pbt"] = "none"
+    name: Literal["none", "pbt", "pb2"] = "none"
 
 
 class StudySpec(_Strict):
@@ -138,7 +138,7 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
-        if self.schedule.name == "pbt":
+        if self.schedule.name in ("pbt", "pb2"):
             self._check_pbt()
         elif self.n_trials is None and self.timeout is None:
             raise ValueError("give n_trials, timeout, or both")
@@ -157,6 +157,10 @@ class StudySpec(_Strict):
                 f"pruner {self.pruner.name!r} cannot be used with several directions: Optuna does "
                 "not prune multi-objective trials (use pruner: none)"
             )
+        try:
+            promotion_options(self.pruner.name, self.pruner.options)
+        except HpoError as exc:
+            raise ValueError(f"pruner: {exc}") from None
         space = self.search_space.params
         for i, params in enumerate(self.enqueue):
             for name, value in params.items():
@@ -167,23 +171,30 @@ class StudySpec(_Strict):
         return self
 
     def _check_pbt(self) -> None:
+        kind = self.schedule.name
         if self.n_trials is not None:
-            raise ValueError("schedule pbt: the budget is the population's training (population x segments); "
+            raise ValueError(f"schedule {kind}: the budget is the population's training (population x segments); "
                              "drop n_trials")
         if self.is_multi_objective:
-            raise ValueError("schedule pbt needs a single direction")
+            raise ValueError(f"schedule {kind} needs a single direction")
         if self.pruner.name != "none":
-            raise ValueError("schedule pbt replaces the pruner (its bottom quantile copies the top): use pruner: none")
+            raise ValueError(f"schedule {kind} replaces the pruner (its bottom quantile copies the top): use pruner: none")
         try:
             options = pbt_options(self.schedule.options, self.search_space)
         except HpoError as exc:
             raise ValueError(f"schedule: {exc}") from None
         if len(self.enqueue) > options.population:
-            raise ValueError(f"schedule pbt: enqueue has more configurations than the population ({options.population})")
+            raise ValueError(f"schedule {kind}: enqueue has more configurations than the population ({options.population})")
 
     @property
     def pbt(self) -> PbtOptions | None:
-        return pbt_options(self.schedule.options, self.search_space) if self.schedule.name == "pbt" else None
+        """PBT's options (``pb2`` too: the same schedule, explored by a GP bandit)."""
+        return pbt_options(self.schedule.options, self.search_space) if self.schedule.name in ("pbt", "pb2") else None
+
+    @property
+    def promotion(self) -> PromotionOptions | None:
+        """Successive halving / Hyperband that pause and promote trials (the driver decides)."""
+        return promotion_options(self.pruner.name, self.pruner.options)
 
     @property
     def study_directions(self) -> list[str]:
@@ -208,7 +219,10 @@ class StudySpec(_Strict):
         return SAMPLERS.build(self.sampler.name, self.sampler.options, seed=self.seed, space=self.search_space)
 
     def build_pruner(self):
-        return PRUNERS.build(self.pruner.name, self.pruner.options)
+        if self.promotion is not None:  # the driver pauses and promotes; Optuna's pruner stays out
+            return PRUNERS.build("none", {})
+        options = {k: v for k, v in self.pruner.options.items() if k != "promotion"}  # promotion: false
+        return PRUNERS.build(self.pruner.name, options)
 
     def to_json(self) -> str:
         """Self-contained form stored with the job (the search space inlined)."""

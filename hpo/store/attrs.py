@@ -25,3 +25,6 @@ def was_stopped(trial: FrozenTrial) -> bool:
     """A FAIL trial that hpo stopped (cancel, hand-back, Ctrl-C/SIGTERM, lost owner): not a failure."""
     return trial.state == TrialState.FAIL and bool(trial.user_attrs.get(STOPPED_ATTR))
 PBT_ATTR = "hpo:pbt"  # a Population Based Training segment: member, generation, steps, parent, changes
+# A segment of successive halving / Hyperband with promotion: its bracket, and the rung it was
+# promoted from (None: the configuration's first segment)
+PROMOTION_ATTR = "hpo:promotion"
