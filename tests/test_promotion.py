@@ -164,13 +164,21 @@ def _check_study(study, n_configs: int, epochs: int, eta: int = 3) -> dict[int, 
 
 
 def test_a_study_with_promotion_pauses_promotes_from_checkpoints_and_keeps_its_budget(store, tmp_path):
+    """Trial 4's worker is killed (SIGKILL) after its first epoch: it is retried from its checkpoint."""
     spec = make_spec(objective="objectives:pbt_score", search_space=X, n_trials=9, direction="maximize",
-                     pruner=ASHA, sampler="random", objective_args={"epochs": 6})
+                     pruner=ASHA, sampler="random", objective_args={"epochs": 6, "die_on_trial": 4})
     study = new_study(store, spec)
     driver, artifacts = _driver(spec, study, tmp_path)
     assert driver.run().state == JobState.COMPLETED
     lineages = _check_study(study, 9, 6)
-    promoted = [n for n, segments in lineages.items() if len(segments) > 1]
+    killed = next(t for t in study.trials if t.number == 4)
+    assert killed.state == TrialState.FAIL and killed.user_attrs["hpo:run"]["retried"]
+    retry = next(t for t in study.trials if t.user_attrs.get("hpo:retry_of") == 4)
+    # it died right after the first epoch it trained (saved first): its retry goes on after that
+    # epoch, with the curve so far copied in (the final curves are checked step by step above)
+    resumed = retry.user_attrs["hpo:run"]["resumed_steps"]
+    assert resumed >= 1 and set(range(resumed)) <= set(retry.intermediate_values)
+    promoted = [n for n, segments in lineages.items() if any(s.state == TrialState.PRUNED for s in segments[:-1])]
     assert promoted  # at least one trial was paused and later promoted
     best = max(lineages, key=lambda n: lineages[n][0].params["x"])
     assert lineages[best][-1].state == TrialState.COMPLETE  # the best configuration trained to its end
