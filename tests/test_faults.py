@@ -49,7 +49,7 @@ def assert_retried(study: optuna.Study, failed: list) -> None:
 def test_killing_workers_five_times(ray_runtime, sqlite_url, tmp_path, backend):
     spec = make_spec(
         name="kills", objective="objectives:pid_writer", search_space={"x": {"type": "float", "low": 0, "high": 1}},
-        objective_args={"workdir": str(tmp_path), "steps": 6, "delay": 0.25}, sampler="random",
+        objective_args={"workdir": str(tmp_path), "steps": 6, "delay": 0.15}, sampler="random",
         n_trials=20, max_concurrent_trials=2, max_retries=2,
     )
     killed: list[int] = []

@@ -294,7 +294,7 @@ def test_a_serve_whose_raylet_dies_exits_3_and_the_next_serve_finishes(tmp_path)
     # faster here (Ray's own settings, for this serve's runtime only) the study can be short
     fast_checks = {"RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "2",
                    "RAY_health_check_timeout_ms": "500"}
-    serve = serve_slow_study(tmp_path, url, n=12, seed=2, delay=0.5, extra_env=fast_checks)
+    serve = serve_slow_study(tmp_path, url, n=8, seed=2, delay=0.5, extra_env=fast_checks)
     try:
         wait_complete(url, "slow", 1)
         raylets = [p for p in _children_of(serve.pid) if b"raylet/raylet" in _cmdline(p)]
@@ -306,7 +306,7 @@ def test_a_serve_whose_raylet_dies_exits_3_and_the_next_serve_finishes(tmp_path)
     assert code == 3, (tmp_path / "a.log").read_text()[-2000:]
     mid = api.status("slow", storage=url)
     assert mid.state == "INTERRUPTED" and mid.running == 0
-    finish_with_a_new_serve(tmp_path, url, 12)
+    finish_with_a_new_serve(tmp_path, url, 8)
 
 
 def _cmdline(pid: int) -> bytes:
