@@ -20,11 +20,13 @@ X = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
 PBT = {"name": "pbt", "options": {"population": 4, "interval": 2, "quantile": 0.25}}
 
 
-@pytest.mark.parametrize("kind", ["pbt", "pb2"])
-def test_a_pbt_study_copies_better_members_and_trains_each_member_exactly_its_epochs(store, tmp_path, kind):
-    """pb2: the same schedule, its explore step chosen by the GP bandit."""
+@pytest.mark.parametrize("kind, steps", [("pbt", None), ("pb2", 6)])
+def test_a_pbt_study_copies_better_members_and_trains_each_member_exactly_its_epochs(store, tmp_path, kind, steps):
+    """pb2: the same schedule, its explore step chosen by the GP bandit. With ``steps`` (the
+    objective's epochs) the last segment is the one in which the objective returns."""
+    options = {**PBT["options"], **({"steps": steps} if steps else {})}
     spec = make_spec(objective="objectives:pbt_score", search_space=X, n_trials=None, direction="maximize",
-                     schedule={**PBT, "name": kind}, sampler="random", objective_args={"epochs": 6})
+                     schedule={"name": kind, "options": options}, sampler="random", objective_args={"epochs": 6})
     study = new_study(store, spec)
     artifacts = StudyArtifacts(tmp_path / "artifacts", spec.name, study_id_of(study))
     keeper = CheckpointKeeper(artifacts, 1, spec.study_directions)
@@ -34,8 +36,11 @@ def test_a_pbt_study_copies_better_members_and_trains_each_member_exactly_its_ep
     assert not [t for t in trials if t.state not in (TrialState.COMPLETE,)]
     segments = [t.user_attrs["hpo:pbt"] for t in trials]
     by_number = {t.number: t for t in trials}
-    # 4 members x 3 segments of 2 epochs, and a last one per member that finds its training done
-    assert sorted((s["member"], s["generation"]) for s in segments) == [(m, g) for m in range(4) for g in range(4)]
+    # 4 members x 3 segments of 2 epochs, and (without steps) a last one per member that finds its
+    # training done
+    generations = 3 if steps else 4
+    assert sorted((s["member"], s["generation"]) for s in segments) == [
+        (m, g) for m in range(4) for g in range(generations)]
     exploits = 0
     for trial in trials:
         segment = trial.user_attrs["hpo:pbt"]
@@ -62,7 +67,7 @@ def test_a_pbt_study_copies_better_members_and_trains_each_member_exactly_its_ep
             assert trial.intermediate_values[start] == pytest.approx(parent.value + trial.params["x"])
         # one continuous curve: the parent's steps before this segment are copied in
         assert all(trial.intermediate_values[s] == parent.intermediate_values[s] for s in range(start))
-    assert exploits == 3 * 1  # one bottom member per generation boundary (quantile 0.25 of 4)
+    assert exploits == (generations - 1) * 1  # one bottom member per generation boundary (quantile 0.25 of 4)
     finals = [t for t in trials if t.user_attrs["hpo:run"].get("trained_out")]
     assert len(finals) == 4 and all(sorted(t.intermediate_values) == list(range(6)) for t in finals)
     best = max(t.value for t in finals)  # members that copied the best model at the end tie with it

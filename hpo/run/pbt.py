@@ -75,7 +75,9 @@ class PopulationBasedTraining(Schedule):
     def stops(self, trial_number: int, attrs: dict[str, Any], step: int, value: float) -> bool:
         """Whether ``step`` is its segment's last: the worker stops there (its checkpoint kept)."""
         segment = attrs.get(PBT_ATTR)
-        return segment is not None and step >= segment["end"]
+        if segment is None or step < segment["end"]:
+            return False
+        return self.options.steps is None or step < self.options.steps - 1  # the last step: it returns
 
     def segment_end(self, trial_number: int, attrs: dict[str, Any], last_step: int | None) -> SegmentEnd | None:
         """A segment stopped at its end is COMPLETE, with its value there."""
@@ -153,9 +155,11 @@ class PopulationBasedTraining(Schedule):
 
     def _segment(self, member: int, generation: int, parent: int | None, exploit: int | None = None,
                  changed: dict[str, list[Any]] | None = None) -> dict[str, Any]:
-        interval = self.options.interval
+        interval, end = self.options.interval, (generation + 1) * self.options.interval - 1
+        if self.options.steps is not None:
+            end = min(end, self.options.steps - 1)
         return {"member": member, "generation": generation, "start": generation * interval,
-                "end": (generation + 1) * interval - 1, "parent": parent, "exploit": exploit,
+                "end": end, "parent": parent, "exploit": exploit,
                 "changed": changed or {}}
 
     def _bandit_values(self, generation: int, donors: list[dict[str, Any]]) -> list[dict[str, Any]]:

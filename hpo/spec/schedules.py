@@ -35,6 +35,10 @@ class PbtOptions(BaseModel):
     resample_probability: float = Field(default=0.25, ge=0, le=1)
     perturb: tuple[float, float] = (0.8, 1.2)
     mutations: list[str] | None = Field(default=None, min_length=1)
+    # the steps of a full training (the objective's epochs): the last segment ends there and the
+    # objective returns in it; without it, a member whose training ends on a segment boundary
+    # runs one more, empty segment that only finds that out
+    steps: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _factors(self) -> PbtOptions:
