@@ -31,7 +31,7 @@ from hpo.run.events import Observer
 from hpo.run.execution import run_job
 from hpo.run.submission import apply_objective_check, check_new_study, check_objective, create_study, locate_objective
 from hpo.spec.study import StudySpec, load_spec
-from hpo.store.artifacts import StudyArtifacts, artifact_root
+from hpo.store.artifacts import artifact_root, study_artifacts
 from hpo.store.database import Store
 from hpo.store.jobs import FINISHED, Jobs, JobState, default_owner
 from hpo.store.optuna_adapter import study_id_of
@@ -321,7 +321,7 @@ def _delete_checkpoints(store: Store, name: str) -> None:
     except HpoError:  # a spec hpo no longer reads: the default place
         path = None
     study = optuna.load_study(study_name=name, storage=store.optuna, sampler=optuna.samplers.RandomSampler())
-    StudyArtifacts(artifact_root(store, path), name, study_id_of(study)).remove_all()
+    study_artifacts(artifact_root(store, path), name, study_id_of(study)).remove_all()
 
 
 def report(name: str, *, storage: str | None = None, output_dir: str | Path | None = None,

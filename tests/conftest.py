@@ -40,6 +40,36 @@ def ray_runtime():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def _s3_server():
+    """An S3-compatible server on loopback (moto's): S3 itself cannot run here."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_url(_s3_server, monkeypatch) -> str:
+    """A fresh prefix of a bucket on the test S3 server, as a checkpoints location. The
+    credentials are the test server's (any will do), in the environment every process started
+    by the test inherits, the way a cloud machine's workers get theirs."""
+    import boto3
+
+    for name, value in [("AWS_ACCESS_KEY_ID", "hpo-test"), ("AWS_SECRET_ACCESS_KEY", "hpo-test"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")]:
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3", endpoint_url=_s3_server)
+    try:
+        client.create_bucket(Bucket="hpo-test")
+    except client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    return f"s3://hpo-test/{uuid.uuid4().hex[:8]}?endpoint_url={_s3_server}"
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'hpo.db'}"

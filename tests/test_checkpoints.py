@@ -70,10 +70,12 @@ def test_the_reporter_saves_at_the_step_reported_last_and_loads_what_was_saved(t
 
 def test_the_artifact_store_sits_next_to_a_sqlite_file_unless_named(tmp_path, monkeypatch):
     monkeypatch.delenv("HPO_ARTIFACTS", raising=False)
-    assert artifact_root(Store(f"sqlite:///{tmp_path}/runs.db")) == tmp_path / "runs-artifacts"
-    assert artifact_root(Store(f"sqlite:///{tmp_path}/runs.db"), str(tmp_path / "ck")) == tmp_path / "ck"
+    assert artifact_root(Store(f"sqlite:///{tmp_path}/runs.db")) == str(tmp_path / "runs-artifacts")
+    assert artifact_root(Store(f"sqlite:///{tmp_path}/runs.db"), str(tmp_path / "ck")) == str(tmp_path / "ck")
     monkeypatch.setenv("HPO_ARTIFACTS", str(tmp_path / "env"))
-    assert artifact_root(Store(f"sqlite:///{tmp_path}/runs.db")) == tmp_path / "env"
+    assert artifact_root(Store(f"sqlite:///{tmp_path}/runs.db")) == str(tmp_path / "env")
+    monkeypatch.setenv("HPO_ARTIFACTS", "s3://bucket/runs?region=eu-west-1")  # a bucket: as given
+    assert artifact_root(Store(f"sqlite:///{tmp_path}/runs.db")) == "s3://bucket/runs?region=eu-west-1"
 
 
 # -- resume instead of restart, on real worker processes ------------------------------------

@@ -129,6 +129,8 @@ BAD_SPECS = {
     "sampler-option-type": (SPEC + "sampler: {name: tpe, options: {n_startup_trials: ten}}\n",
                             "field 'sampler': TypeError"),
     "duplicate-key": (SPEC + "n_trials: 3\n", "key 'n_trials' is given twice"),
+    "checkpoints-url": (SPEC + "checkpoints: {path: 's3://ckpts/x?endpoint=http://127.0.0.1:9'}\n",
+                        "field 'checkpoints.path': 's3://ckpts/x?endpoint=http://127.0.0.1:9': unknown option 'endpoint'"),
     "objective-not-importable": (
         SPEC.replace("builtin:mlp", "no_such_pkg.train:objective"),
         "objective 'no_such_pkg.train:objective' cannot be imported: ModuleNotFoundError",

@@ -10,7 +10,7 @@ from hpo.errors import HpoError
 from hpo.run.checkpoints import CheckpointKeeper
 from hpo.run.driver import StudyDriver
 from hpo.run.local_backend import LocalBackend
-from hpo.store.artifacts import StudyArtifacts
+from hpo.store.artifacts import StudyArtifacts, study_artifacts
 from hpo.store.jobs import JobState
 from hpo.store.optuna_adapter import study_id_of
 
@@ -20,15 +20,18 @@ X = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
 PBT = {"name": "pbt", "options": {"population": 4, "interval": 2, "quantile": 0.25}}
 
 
-@pytest.mark.parametrize("kind, steps", [("pbt", None), ("pb2", 6)])
-def test_a_pbt_study_copies_better_members_and_trains_each_member_exactly_its_epochs(store, tmp_path, kind, steps):
-    """pb2: the same schedule, its explore step chosen by the GP bandit. With ``steps`` (the
-    objective's epochs) the last segment is the one in which the objective returns."""
+@pytest.mark.parametrize("kind, steps, where", [("pbt", None, "folder"), ("pb2", 6, "s3")])
+def test_a_pbt_study_copies_better_members_and_trains_each_member_exactly_its_epochs(
+        store, tmp_path, request, kind, steps, where):
+    """pb2: the same schedule, its explore step chosen by the GP bandit, its checkpoints (and so
+    its exploits' copies) in an object store. With ``steps`` (the objective's epochs) the last
+    segment is the one in which the objective returns."""
     options = {**PBT["options"], **({"steps": steps} if steps else {})}
     spec = make_spec(objective="objectives:pbt_score", search_space=X, n_trials=None, direction="maximize",
                      schedule={"name": kind, "options": options}, sampler="random", objective_args={"epochs": 6})
     study = new_study(store, spec)
-    artifacts = StudyArtifacts(tmp_path / "artifacts", spec.name, study_id_of(study))
+    root = request.getfixturevalue("s3_url") if where == "s3" else str(tmp_path / "artifacts")
+    artifacts = study_artifacts(root, spec.name, study_id_of(study))
     keeper = CheckpointKeeper(artifacts, 1, spec.study_directions)
     result = StudyDriver(study, spec, poll_interval=0.1, backend=LocalBackend(cpus=2), checkpoints=keeper).run()
     assert result.state == JobState.COMPLETED

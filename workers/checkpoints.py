@@ -1,4 +1,5 @@
-"""A trial's checkpoints in the artifact store: a folder (local, or a path every node mounts).
+"""A trial's checkpoints in the artifact store: a folder (local, or a path every node mounts), or
+a prefix of an object store (S3, GCS: ``workers.buckets``).
 
 Workers write and read them; the driver only tells a worker which folder belongs to its trial
 (never a database URL) and removes folders that the study's policy no longer keeps.
@@ -9,6 +10,8 @@ torch is loaded), ``state.pkl`` (pickle), ``state.bin`` (bytes) or ``files/`` (a
 the objective saved), and ``curve.json`` the values the trial reported up to that step (so a
 trial that continues it has its whole learning curve, even reports its driver never stored). A
 checkpoint appears at once or not at all (written beside, then renamed); only the newest is kept.
+In an object store the keys are the same (``step-00000007/state.pt``, ``.../curve.json``); a step's
+``curve.json`` is written last, and a step without it is not a checkpoint.
 """
 
 from __future__ import annotations
@@ -18,11 +21,15 @@ import os
 import pickle
 import shutil
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
+from workers.buckets import Bucket, is_object_url
+
 PREFIX = "step-"
+CURVE = "curve.json"
 
 
 def _step_of(name: str) -> int | None:
@@ -93,6 +100,81 @@ class CheckpointFolder:
         if step is None:
             return None
         return _read(self.path / f"{PREFIX}{step:08d}", map_location), step
+
+
+class BucketCheckpoints:
+    """The checkpoints of one trial under a prefix of an object store; the same methods, files
+    and formats as :class:`CheckpointFolder` (each is staged in a local temporary folder)."""
+
+    def __init__(self, bucket: Bucket) -> None:
+        self.bucket = bucket
+
+    @property
+    def path(self) -> str:
+        return self.bucket.url
+
+    def steps(self) -> list[int]:
+        done = {key[: -len(CURVE) - 1] for key in self.bucket.keys() if key.endswith(f"/{CURVE}")}
+        return sorted(s for s in map(_step_of, done) if s is not None)
+
+    def latest(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def save(self, state: Any, step: int, curve: dict[int, float] | None = None) -> str:
+        name = f"{PREFIX}{step:08d}"
+        before = self.bucket.keys()
+        with tempfile.TemporaryDirectory(prefix="hpo-ckpt-") as tmp:
+            _write(state, Path(tmp))
+            written = set()
+            for file in sorted(p for p in Path(tmp).rglob("*") if p.is_file()):
+                key = f"{name}/{file.relative_to(tmp).as_posix()}"
+                self.bucket.write(key, file.read_bytes())
+                written.add(key)
+        self._write_curve(name, curve or {})  # last: the step is a checkpoint from now on
+        written.add(f"{name}/{CURVE}")
+        for key in before:  # older steps, and what an earlier save of this step left
+            if key not in written and (_step_of(key.split("/")[0]) or 0) <= step:
+                self.bucket.remove(key)
+        return f"{self.bucket.url}/{name}"
+
+    def _write_curve(self, name: str, curve: dict[int, float]) -> None:
+        data = json.dumps({str(k): v for k, v in sorted(curve.items())}).encode()
+        self.bucket.write(f"{name}/{CURVE}", data)
+
+    def record_curve(self, step: int, curve: dict[int, float]) -> None:
+        if step in self.steps():
+            self._write_curve(f"{PREFIX}{step:08d}", curve)
+
+    def curve(self, step: int) -> dict[int, float]:
+        data = self.bucket.read(f"{PREFIX}{step:08d}/{CURVE}")
+        try:
+            return {int(k): float(v) for k, v in json.loads(data or b"{}").items()}
+        except ValueError:
+            return {}
+
+    def load(self, map_location: str = "cpu") -> tuple[Any, int] | None:
+        step = self.latest()
+        if step is None:
+            return None
+        name = f"{PREFIX}{step:08d}/"
+        # files the objective saved are returned as a path: the local copy outlives this call
+        local = Path(tempfile.mkdtemp(prefix="hpo-ckpt-"))
+        for key in self.bucket.keys(name):
+            target = local / key[len(name):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(self.bucket.read(key) or b"")
+        state = _read(local, map_location)
+        if not (local / "files").is_dir():
+            shutil.rmtree(local, ignore_errors=True)
+        return state, step
+
+
+def open_checkpoints(location: str | os.PathLike[str]) -> CheckpointFolder | BucketCheckpoints:
+    """A trial's checkpoints at ``location``: a folder, or an ``s3://`` / ``gs://`` prefix."""
+    if isinstance(location, str) and is_object_url(location):
+        return BucketCheckpoints(Bucket(location))
+    return CheckpointFolder(location)
 
 
 def _write(state: Any, folder: Path) -> None:

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from workers.checkpoints import CheckpointFolder
+from workers.checkpoints import BucketCheckpoints, CheckpointFolder, open_checkpoints
 
 
 class Pruned(Exception):
@@ -35,7 +35,7 @@ class Reporter:
         seed: int = 0,
         device: str = "cpu",
         send: Sender | None = None,
-        checkpoints: CheckpointFolder | None = None,
+        checkpoints: CheckpointFolder | BucketCheckpoints | None = None,
     ) -> None:
         self.trial_number = trial_number
         self.seed = seed
@@ -55,7 +55,7 @@ class Reporter:
     def local(cls, seed: int = 0, device: str = "cpu", checkpoint_dir: str | None = None) -> Reporter:
         """A reporter that never prunes: call your objective outside hpo, e.g. in a notebook
         (with ``checkpoint_dir``, its checkpoints go there)."""
-        return cls(seed=seed, device=device, checkpoints=CheckpointFolder(checkpoint_dir) if checkpoint_dir else None)
+        return cls(seed=seed, device=device, checkpoints=open_checkpoints(checkpoint_dir) if checkpoint_dir else None)
 
     # -- checkpoints ------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.checkpoints import CheckpointFolder
+from workers.checkpoints import open_checkpoints
 from workers.reporter import Pruned, Reporter
 
 BUILTINS = {
@@ -45,7 +45,7 @@ class TrialTask:
     metrics: tuple[str, ...] | None = None  # their names, for objectives that return a dict
     decisions: bool = True  # each report waits for the pruner's decision (False: no pruner)
     box: str = ""  # the study's mailbox in the report channel (one per running driver)
-    checkpoint_dir: str | None = None  # the trial's folder in the artifact store (None: no checkpoints)
+    checkpoint_dir: str | None = None  # the trial's folder or s3://, gs:// prefix (None: no checkpoints)
 
 
 @dataclass
@@ -248,7 +248,7 @@ def run_trial(task: TrialTask, send) -> TrialOutcome:
     started_at = time.time()
     device = pick_device()
     _limit_threads(task.cpu)
-    checkpoints = CheckpointFolder(task.checkpoint_dir) if task.checkpoint_dir else None
+    checkpoints = open_checkpoints(task.checkpoint_dir) if task.checkpoint_dir else None
     reporter = Reporter(trial_number=task.trial_number, seed=task.seed, device=device, send=send,
                         checkpoints=checkpoints)
     outcome = TrialOutcome(state="fail", node=_node(), host=_host(), device=device, started_at=started_at)

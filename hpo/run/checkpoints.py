@@ -15,7 +15,7 @@ import logging
 
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.store.artifacts import StudyArtifacts
+from hpo.store.artifacts import BucketArtifacts, StudyArtifacts
 from hpo.store.attrs import LINEAGE_ATTR
 
 log = logging.getLogger("hpo.run.driver")
@@ -27,14 +27,14 @@ def lineage_of(trial: FrozenTrial) -> int:
 
 
 class CheckpointKeeper:
-    def __init__(self, artifacts: StudyArtifacts, keep_best: int, directions: list[str]) -> None:
+    def __init__(self, artifacts: StudyArtifacts | BucketArtifacts, keep_best: int, directions: list[str]) -> None:
         self.artifacts = artifacts
         self.keep_best = keep_best
         self._maximize = directions[0] == "maximize" if len(directions) == 1 else None
         self._best: list[tuple[float, int]] = []  # (value, lineage), best first
 
     def folder(self, lineage: int) -> str:
-        return str(self.artifacts.lineage_dir(lineage))
+        return self.artifacts.location(lineage)
 
     def latest(self, lineage: int) -> int | None:
         return self.artifacts.checkpoints(lineage).latest()

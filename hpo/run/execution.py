@@ -15,7 +15,7 @@ from hpo.run.checkpoints import CheckpointKeeper
 from hpo.run.driver import DriverResult, LeaseLost, StudyDriver
 from hpo.run.events import Observer
 from hpo.spec.study import StudySpec
-from hpo.store.artifacts import StudyArtifacts, artifact_root
+from hpo.store.artifacts import artifact_root, study_artifacts
 from hpo.store.database import Store
 from hpo.store.jobs import Jobs, JobState
 from hpo.store.optuna_adapter import may_own, study_id_of
@@ -82,5 +82,5 @@ def run_job(
 
 def checkpoint_keeper(store: Store, spec: StudySpec, study: optuna.Study) -> CheckpointKeeper:
     """The study's folder in the artifact store, and the policy of what it keeps."""
-    artifacts = StudyArtifacts(artifact_root(store, spec.checkpoints.path), spec.name, study_id_of(study))
+    artifacts = study_artifacts(artifact_root(store, spec.checkpoints.path), spec.name, study_id_of(study))
     return CheckpointKeeper(artifacts, spec.checkpoints.keep_best, spec.study_directions)

@@ -7,8 +7,10 @@ import sqlalchemy as sa
 
 from hpo.errors import HpoError
 from hpo.spec.study import StudySpec
+from hpo.store.artifacts import artifact_root
 from hpo.store.database import Store
 from hpo.store.jobs import FINISHED, Job, Jobs, JobState, utcnow
+from workers.buckets import Bucket, check_url, is_object_url
 from workers.runner import locate_objective as locate_in_source
 
 
@@ -63,6 +65,7 @@ def check_new_study(store: Store, spec: StudySpec, *, resume: bool) -> Job | Non
     With ``resume`` (``hpo run``) an unfinished hpo study of that name is returned to be resumed;
     without it (``hpo submit``) any existing study of that name is an error.
     """
+    check_artifact_store(store, spec)
     tables = _tables(store)
     job = Jobs(store.engine).get(spec.name) if "hpo_jobs" in tables else None
     if job is not None and _orphaned(store, job):
@@ -84,6 +87,21 @@ def check_new_study(store: Store, spec: StudySpec, *, resume: bool) -> Job | Non
         if "studies" not in tables or source not in optuna.get_all_study_names(store.optuna):
             raise HpoError(f"warm_start: no study named {source!r} in {store.masked}")
     return None
+
+
+def check_artifact_store(store: Store, spec: StudySpec) -> None:
+    """A bucket named for checkpoints answers with this machine's credentials (a folder needs
+    no check: it is created when the first checkpoint is written)."""
+    root = artifact_root(store, spec.checkpoints.path)
+    if not is_object_url(root):
+        return
+    try:
+        check_url(root)
+        Bucket(root).child(".hpo-probe").keys()  # one listing of an empty prefix
+    except Exception as exc:  # noqa: BLE001 - the cloud library's errors, named in one line
+        shown = root.split("?")[0] if "@" not in root else "the checkpoints URL"
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise HpoError(f"checkpoints: {shown} cannot be used: {type(exc).__name__}: {detail}") from None
 
 
 def _orphaned(store: Store, job: Job) -> bool:

@@ -23,6 +23,7 @@ from hpo.spec.pruners import PRUNERS
 from hpo.spec.samplers import SAMPLERS
 from hpo.spec.schedules import PbtOptions, PromotionOptions, pbt_options, promotion_options
 from hpo.spec.space import SearchSpace, _load_yaml, resolve_space_source
+from workers.buckets import check_url, is_object_url
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
 
@@ -66,8 +67,17 @@ class WarmStart(_Strict):
 class Checkpoints(_Strict):
     """Where trials' checkpoints go (the artifact store) and how many outlive their trials."""
 
-    path: str | None = Field(default=None, min_length=1, description="a folder; relative to the spec's")
+    path: str | None = Field(
+        default=None, min_length=1, description="a folder (relative to the spec's), or an s3:// or gs:// URL"
+    )
     keep_best: int = Field(default=KEEP_BEST_CHECKPOINTS, ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def _object_store(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value:
+            check_url(value)  # a URL: an object store whose client library is installed
+        return value
 
 
 class _Named(_Strict):
@@ -271,7 +281,8 @@ def parse_spec(data: dict[str, Any], *, base_dir: Path, source: str = "spec", tr
     except ValidationError as exc:
         raise HpoError(f"{source}: {_describe(exc)}") from None
     spec._base_dir = base_dir
-    if spec.checkpoints.path is not None:  # stored absolute: the serve may run elsewhere
+    if spec.checkpoints.path is not None and not is_object_url(spec.checkpoints.path):
+        # stored absolute: the serve may run elsewhere
         spec.checkpoints.path = str((base_dir / Path(spec.checkpoints.path).expanduser()).resolve())
     if trusted:
         return spec
