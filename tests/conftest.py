@@ -70,6 +70,37 @@ def s3_url(_s3_server, monkeypatch) -> str:
     return f"s3://hpo-test/{uuid.uuid4().hex[:8]}?endpoint_url={_s3_server}"
 
 
+@pytest.fixture(scope="session")
+def _gcs_server():
+    """A GCS-compatible server on loopback (gcp-storage-emulator): GCS cannot run here."""
+    import socket
+
+    from gcp_storage_emulator.server import create_server
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="hpo-test")
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def gs_url(_gcs_server, monkeypatch) -> str:
+    """A fresh prefix of a bucket on the test GCS server (google-cloud-storage talks to it when
+    STORAGE_EMULATOR_HOST names it; every process started by the test inherits that)."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", _gcs_server)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "hpo-test")
+    return f"gs://hpo-test/{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(params=["s3", "gs"])
+def bucket_url(request) -> str:
+    """A fresh prefix in each kind of object store hpo keeps checkpoints in."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'hpo.db'}"
