@@ -72,9 +72,11 @@ def _wait_nodes(address: str, env: dict[str, str], nodes: int, timeout: float = 
 
 
 @contextlib.contextmanager
-def ray_start_cluster(temp_dir: Path, cpus_per_node: int = 1, nodes: int = 2) -> Iterator[str]:
-    """Yield the head's address ("127.0.0.1:PORT") of a cluster of ``nodes`` `ray start` nodes."""
-    env = cluster_env()
+def ray_start_cluster(temp_dir: Path, cpus_per_node: int = 1, nodes: int = 2,
+                      node_env: dict[str, str] | None = None) -> Iterator[str]:
+    """Yield the head's address ("127.0.0.1:PORT") of a cluster of ``nodes`` `ray start` nodes
+    (``node_env``: variables the nodes start with, as an operator's shell might have them)."""
+    env = cluster_env() | (node_env or {})
     port = free_port()
     address = f"127.0.0.1:{port}"
     common = ["--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus_per_node}"]

@@ -19,9 +19,10 @@ from optuna.trial import TrialState
 
 from hpo import api
 
+from conftest import TESTS_DIR
 from ray_cluster import processes_under, ray_start_cluster
 from studies import make_spec
-from test_cli import HPO, assert_one_line_error, hpo
+from test_cli import HPO, SECRET, assert_one_line_error, hpo
 
 QUICK = """\
 name: {name}
@@ -150,16 +151,29 @@ def test_sigterm_hands_running_trials_back_and_the_next_serve_finishes(tmp_path)
 
 def test_the_readmes_cluster_recipe_runs_a_study_on_both_nodes(tmp_path):
     """Two real `ray start --block` nodes on loopback (token auth exported, own temp dir), a
-    study across them, nodes named by host in `hpo trials`, and SIGTERM leaves no Ray process."""
+    study across them, nodes named by host in `hpo trials`, and SIGTERM leaves no Ray process.
+    The nodes were started with database credentials in their environment (which their workers
+    inherit): a trial still finds none."""
     # short: Ray's Unix sockets live under it (a path of pytest's tmp_path is too long for them)
     temp_dir = Path(tempfile.mkdtemp(prefix="hpo-ray-", dir="/tmp"))
     url = f"sqlite:///{tmp_path}/c.db"
-    with ray_start_cluster(temp_dir) as address:
+    leaked = {"PGPASSWORD": SECRET, "OTHER_DB": f"postgresql://hpo:{SECRET}@db.internal/hpo"}
+    with ray_start_cluster(temp_dir, node_env=leaked) as address:
         spec = write_spec(tmp_path, "cluster", n=8)
         result = hpo("run", str(spec), "--storage", url, "--ray-address", address, "--json")
         assert result.returncode == 0, result.stderr
         rows = json.loads(hpo("trials", "cluster", "--storage", url, "--format", "json").stdout)
         assert processes_under(temp_dir), "the cluster's processes do not use its own temp dir"
+        dump = tmp_path / "seen.txt"
+        shutil.copy(TESTS_DIR / "objectives.py", tmp_path / "objectives.py")
+        (tmp_path / "env.yaml").write_text(
+            f"name: env\nobjective: objectives:dump_environment\nobjective_args: {{path: {dump}}}\n"
+            "search_space: {x: {type: float, low: 0, high: 1}}\nn_trials: 1\n")
+        result = hpo("run", str(tmp_path / "env.yaml"), "--storage", url, "--ray-address", address)
+        assert result.returncode == 0, result.stderr
+        seen = dump.read_text()
+        assert "RAY_AUTH_MODE=token" in seen  # a worker of the cluster dumped what it inherited
+        assert SECRET not in seen
     study = optuna.load_study(study_name="cluster", storage=url)
     nodes = {t.user_attrs["hpo:run"]["node"] for t in study.trials}
     assert len(nodes) == 2, nodes

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 
+from workers.credentials import drop_credentials
 from workers.runner import TrialOutcome, TrialTask, check_objective, resolve_objective, run_remote_trial, run_trial
 
 
@@ -24,6 +25,8 @@ class TrialWorker:
     plain process of this machine (``workers.local_worker``, the local backend)."""
 
     def __init__(self, objective: str, import_path: str | None) -> None:
+        # before any objective code runs: a cluster's nodes may have started with a credential
+        drop_credentials()
         self.objective = objective
         self.import_path = import_path
         self.trials = 0

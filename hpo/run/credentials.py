@@ -1,28 +1,17 @@
 """Keeping database credentials out of the processes that run trials.
 
 Workers never need the database (the driver writes every result), so nothing that starts them
-hands them a password: neither the Ray runtime hpo starts nor the local backend's processes.
+hands them a password: neither the Ray runtime hpo starts nor the local backend's processes
+(and each worker drops what a cluster hpo did not start gave it: ``workers.credentials``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
-# A URL with a password in it (scheme://user:password@host), and variables that hold one.
-_URL_WITH_PASSWORD = re.compile(r"://[^/\s@:]*:[^/\s@]+@")
-CREDENTIAL_VARS = ("HPO_STORAGE", "PGPASSWORD", "MYSQL_PWD")
-
-
-def is_credential(name: str, value: str) -> bool:
-    return name in CREDENTIAL_VARS or bool(_URL_WITH_PASSWORD.search(value))
-
-
-def scrubbed_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` without the variables that hold a database credential."""
-    return {k: v for k, v in env.items() if not is_credential(k, v)}
+from workers.credentials import is_credential
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection, wait
 
 from hpo.errors import HpoError
 from hpo.run.backend import Decision, Events, Finished, Slot, TrialBackend
-from hpo.run.credentials import scrubbed_environment
+from workers.credentials import scrubbed_environment
 from workers.runner import LOCAL_NODE_VAR, TrialOutcome, TrialTask
 
 _STOP_WAIT_S = 2.0  # how long a worker told to stop may take before it is killed
