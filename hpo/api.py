@@ -35,6 +35,7 @@ from hpo.store.artifacts import artifact_root, study_artifacts
 from hpo.store.database import Store
 from hpo.store.jobs import FINISHED, Jobs, JobState, default_owner
 from hpo.store.optuna_adapter import study_id_of
+from hpo.store.published import unpublish_all
 
 __all__ = [
     "HpoError", "StudySummary", "best", "cancel", "delete", "export", "list_studies", "resume",
@@ -314,14 +315,17 @@ def delete(name: str, *, storage: str | None = None) -> bool:
 
 
 def _delete_checkpoints(store: Store, name: str) -> None:
-    """Remove the study's folder in the artifact store (its trials' checkpoints)."""
+    """Remove the study's folder in the artifact store (its trials' checkpoints) and the
+    checkpoints it published as artifacts."""
     try:
         spec = StudySpec.from_json(get_job(store, name).spec)
         path = spec.checkpoints.path
     except HpoError:  # a spec hpo no longer reads: the default place
         path = None
     study = optuna.load_study(study_name=name, storage=store.optuna, sampler=optuna.samplers.RandomSampler())
-    study_artifacts(artifact_root(store, path), name, study_id_of(study)).remove_all()
+    root = artifact_root(store, path)
+    unpublish_all(study, root)
+    study_artifacts(root, name, study_id_of(study)).remove_all()
 
 
 def report(name: str, *, storage: str | None = None, output_dir: str | Path | None = None,

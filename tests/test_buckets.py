@@ -109,7 +109,9 @@ def test_hpo_run_with_a_bucket_and_delete_removes_the_study_s_prefix(bucket_url,
     summary = api.run(spec, storage=url, backend="local")
     assert summary.state == "COMPLETED"
     keys = Bucket(bucket_url).keys()
-    assert keys and {k.split("/")[1] for k in keys} == {f"trial-{summary.best_trial}"}
+    in_study = [k for k in keys if "/" in k]
+    assert in_study and {k.split("/")[1] for k in in_study} == {f"trial-{summary.best_trial}"}
+    assert len(set(keys) - set(in_study)) == 1  # the kept one, published as a study artifact
     assert not (tmp_path / "runs-artifacts").exists()  # nothing beside the database
     assert api.delete("inbucket", storage=url)
     assert Bucket(bucket_url).keys() == []

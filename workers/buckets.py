@@ -14,8 +14,9 @@ a trial's newest checkpoint and removing a study's needs) uses the same client's
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, urlsplit
 
 SCHEMES = {"s3": "boto3 (pip install 'hpo[s3]')", "gs": "google-cloud-storage (pip install 'hpo[gcs]')"}
@@ -92,10 +93,8 @@ class Bucket:
         except ArtifactNotFound:
             return None
 
-    def write(self, name: str, data: bytes) -> None:
-        import io
-
-        self._store.write(self._key(name), io.BytesIO(data))
+    def write(self, name: str, data: bytes | BinaryIO) -> None:
+        self._store.write(self._key(name), io.BytesIO(data) if isinstance(data, bytes) else data)
 
     def remove(self, name: str) -> None:
         from optuna.artifacts.exceptions import ArtifactNotFound
@@ -104,6 +103,15 @@ class Bucket:
             self._store.remove(self._key(name))
         except ArtifactNotFound:
             pass
+
+    # Optuna's ArtifactStore protocol, so optuna-dashboard can serve artifacts under this prefix
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        from optuna.artifacts.exceptions import ArtifactNotFound
+
+        data = self.read(artifact_id)
+        if data is None:
+            raise ArtifactNotFound(f"no artifact {artifact_id!r} under {self.scheme}://{self.name}/{self.prefix}")
+        return io.BytesIO(data)
 
     def remove_under(self, under: str = "") -> int:
         keys = self.keys(under)

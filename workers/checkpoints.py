@@ -101,6 +101,10 @@ class CheckpointFolder:
             return None
         return _read(self.path / f"{PREFIX}{step:08d}", map_location), step
 
+    def fetch(self, step: int, into: Path) -> Path:
+        """A local folder holding the files of the checkpoint of ``step`` (here: its own)."""
+        return self.path / f"{PREFIX}{step:08d}"
+
 
 class BucketCheckpoints:
     """The checkpoints of one trial under a prefix of an object store; the same methods, files
@@ -157,17 +161,22 @@ class BucketCheckpoints:
         step = self.latest()
         if step is None:
             return None
-        name = f"{PREFIX}{step:08d}/"
         # files the objective saved are returned as a path: the local copy outlives this call
-        local = Path(tempfile.mkdtemp(prefix="hpo-ckpt-"))
-        for key in self.bucket.keys(name):
-            target = local / key[len(name):]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(self.bucket.read(key) or b"")
+        local = self.fetch(step, Path(tempfile.mkdtemp(prefix="hpo-ckpt-")))
         state = _read(local, map_location)
         if not (local / "files").is_dir():
             shutil.rmtree(local, ignore_errors=True)
         return state, step
+
+
+    def fetch(self, step: int, into: Path) -> Path:
+        """Download the files of the checkpoint of ``step`` into the folder ``into``."""
+        name = f"{PREFIX}{step:08d}/"
+        for key in self.bucket.keys(name):
+            target = into / key[len(name):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(self.bucket.read(key) or b"")
+        return into
 
 
 def open_checkpoints(location: str | os.PathLike[str]) -> CheckpointFolder | BucketCheckpoints:

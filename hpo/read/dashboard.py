@@ -3,7 +3,8 @@
 optuna-dashboard is handed the Store's Optuna storage object, never the URL, so the password
 cannot reach its output; requests and Optuna's warnings are not logged, so the start line is all
 it prints. It binds to 127.0.0.1 unless told otherwise, and is read-only while a study of the
-store is being run (``--writable`` / ``--read-only`` decide otherwise).
+store is being run (``--writable`` / ``--read-only`` decide otherwise). The checkpoints that
+finished studies keep are among their artifacts, served from the studies' artifact roots.
 """
 
 from __future__ import annotations
@@ -15,8 +16,14 @@ import warnings
 from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import sqlalchemy as sa
+
 from hpo.errors import HpoError
+from hpo.spec.study import StudySpec
+from hpo.store.artifacts import artifact_root
 from hpo.store.database import Store
+from hpo.store.jobs import Jobs
+from hpo.store.published import ArtifactRoots
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -75,11 +82,24 @@ def serve_is_running(store: Store) -> bool:
         return False
 
 
+def artifact_roots(store: Store) -> ArtifactRoots:
+    """Where the store's studies keep checkpoints (and publish the kept ones): the default root
+    and every root a stored spec names."""
+    roots = [artifact_root(store)]
+    if "hpo_jobs" in sa.inspect(store.engine).get_table_names():
+        for job in Jobs(store.engine).all():
+            try:
+                roots.append(artifact_root(store, StudySpec.from_json(job.spec).checkpoints.path))
+            except HpoError:  # a spec this version cannot read: its checkpoints are not served
+                continue
+    return ArtifactRoots(roots)
+
+
 def build_app(store: Store, writable: bool):
     from optuna_dashboard import wsgi
 
     try:
-        app = wsgi(store.optuna)
+        app = wsgi(store.optuna, artifact_store=artifact_roots(store))
     except RuntimeError as exc:  # Optuna's schema is newer or older than this Optuna
         raise HpoError(f"storage {store.masked}: {store.scrub(exc)}") from None
     return app if writable else read_only(app)

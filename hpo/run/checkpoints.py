@@ -6,17 +6,20 @@ keeps. Workers write checkpoints (workers.checkpoints); the driver decides what 
 * of the completed trials, the best ``keep_best`` keep theirs (in a multi-objective study: up to
   ``keep_best`` trials of its Pareto front, chosen when the study ends).
 When a study ends (completed or failed, not when stopped to resume later) every folder that the
-policy does not keep is removed, so leftovers of crashed owners do not fill disks either.
+policy does not keep is removed, so leftovers of crashed owners do not fill disks either, and
+the kept checkpoints are published as the study's Optuna artifacts (``hpo.store.published``).
 """
 
 from __future__ import annotations
 
 import logging
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.store.artifacts import BucketArtifacts, StudyArtifacts
 from hpo.store.attrs import LINEAGE_ATTR
+from hpo.store.published import publish
 
 log = logging.getLogger("hpo.run.driver")
 
@@ -27,8 +30,11 @@ def lineage_of(trial: FrozenTrial) -> int:
 
 
 class CheckpointKeeper:
-    def __init__(self, artifacts: StudyArtifacts | BucketArtifacts, keep_best: int, directions: list[str]) -> None:
+    def __init__(self, artifacts: StudyArtifacts | BucketArtifacts, keep_best: int, directions: list[str],
+                 study: optuna.Study | None = None) -> None:
+        """``study``: where the kept checkpoints are published when it ends (None: not)."""
         self.artifacts = artifacts
+        self.study = study
         self.keep_best = keep_best
         self._maximize = directions[0] == "maximize" if len(directions) == 1 else None
         self._best: list[tuple[float, int]] = []  # (value, lineage), best first
@@ -84,4 +90,23 @@ class CheckpointKeeper:
                 removed += 1
         if removed:
             log.debug("removed the checkpoints of %d finished trials", removed)
+        if self.study is not None:
+            self._publish(keep, trials)
         return removed
+
+    def _publish(self, keep: set[int], trials: list[FrozenTrial]) -> None:
+        """Publish each kept lineage's checkpoint under its last completed trial."""
+        last: dict[int, int] = {}
+        for trial in trials:
+            if trial.state == TrialState.COMPLETE and lineage_of(trial) in keep:
+                last[lineage_of(trial)] = max(last.get(lineage_of(trial), -1), trial.number)
+        wanted = {}
+        for lineage, number in last.items():
+            step = self.latest(lineage)
+            if step is not None:
+                wanted[number] = (self.artifacts.checkpoints(lineage), step)
+        assert self.study is not None
+        try:
+            publish(self.study, self.artifacts.root, wanted)
+        except Exception as exc:  # noqa: BLE001 - the checkpoints stay; only their listing is missing
+            log.warning("could not publish the kept checkpoints as study artifacts: %s: %s", type(exc).__name__, exc)

@@ -83,4 +83,4 @@ def run_job(
 def checkpoint_keeper(store: Store, spec: StudySpec, study: optuna.Study) -> CheckpointKeeper:
     """The study's folder in the artifact store, and the policy of what it keeps."""
     artifacts = study_artifacts(artifact_root(store, spec.checkpoints.path), spec.name, study_id_of(study))
-    return CheckpointKeeper(artifacts, spec.checkpoints.keep_best, spec.study_directions)
+    return CheckpointKeeper(artifacts, spec.checkpoints.keep_best, spec.study_directions, study)

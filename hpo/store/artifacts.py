@@ -50,6 +50,7 @@ class StudyArtifacts:
     """One study's checkpoint folders."""
 
     def __init__(self, root: Path, study_name: str, study_id: int) -> None:
+        self.root = str(root)
         self.folder = root / _study_folder(study_name, study_id)
 
     def lineage_dir(self, lineage: int) -> Path:
@@ -94,6 +95,7 @@ class BucketArtifacts:
     one prefix per lineage (``trial-<n>/``)."""
 
     def __init__(self, root: Bucket, study_name: str, study_id: int) -> None:
+        self.root = root.url
         self.bucket = root.child(_study_folder(study_name, study_id))
 
     def location(self, lineage: int) -> str:

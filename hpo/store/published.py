@@ -1,0 +1,133 @@
+"""The checkpoints a finished study keeps, published as Optuna study artifacts.
+
+optuna-dashboard lists a study's artifacts (system attributes ``artifacts:<id>``, written by
+``optuna.artifacts.upload_artifact``) and downloads them from an artifact store by id. When a
+study ends, each kept checkpoint (its ``keep_best`` best trials) is uploaded to the root of the
+study's artifact store under a fresh id, named ``checkpoint-trial-<n>-step-<s>.<pt|pkl|bin>``
+(an objective's saved files as ``.tar.gz``); one that the study no longer keeps (a resumed study
+found better trials) is removed and its attribute set to null, as optuna-dashboard itself
+deletes an artifact. `hpo dashboard` serves every artifact root of the store's studies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
+
+from hpo.store.optuna_adapter import storage_of, study_id_of
+from workers.buckets import Bucket, is_object_url
+from workers.checkpoints import BucketCheckpoints, CheckpointFolder
+
+log = logging.getLogger("hpo.store.published")
+
+ATTR_PREFIX = "artifacts:"  # optuna.artifacts' key for a study's artifacts
+NAME_PREFIX = "checkpoint-trial-"
+
+
+def artifact_store(root: str, create: bool = True) -> Any:
+    """Optuna's artifact store over an artifact root (a folder, or a bucket's prefix)."""
+    if is_object_url(root):
+        return Bucket(root)
+    if create:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(root)
+
+
+class ArtifactRoots:
+    """One Optuna artifact store over the roots of several studies (optuna-dashboard takes one
+    for a whole store): an artifact is read from, and removed in, whichever root holds it;
+    what the dashboard uploads goes to the first."""
+
+    def __init__(self, roots: list[str]) -> None:
+        self.roots = list(dict.fromkeys(roots))
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        for root in self.roots:
+            try:
+                reader: BinaryIO = artifact_store(root, create=False).open_reader(artifact_id)
+                return reader
+            except ArtifactNotFound:
+                continue
+        raise ArtifactNotFound(f"no artifact {artifact_id!r} in the store's artifact roots")
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        artifact_store(self.roots[0]).write(artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        for root in self.roots:
+            try:
+                artifact_store(root, create=False).remove(artifact_id)
+            except (ArtifactNotFound, FileNotFoundError):
+                continue
+
+
+def published(study: optuna.Study) -> dict[str, str]:
+    """The study's published checkpoints: artifact id -> file name."""
+    attrs = storage_of(study).get_study_system_attrs(study_id_of(study))
+    found = {}
+    for key, value in attrs.items():
+        meta = json.loads(value) if key.startswith(ATTR_PREFIX) and isinstance(value, str) else None
+        if isinstance(meta, dict) and str(meta.get("filename", "")).startswith(NAME_PREFIX):
+            found[key[len(ATTR_PREFIX):]] = meta["filename"]
+    return found
+
+
+def _stem(number: int, step: int) -> str:
+    return f"{NAME_PREFIX}{number}-step-{step}"
+
+
+def publish(study: optuna.Study, root: str, wanted: dict[int, tuple[CheckpointFolder | BucketCheckpoints, int]]) -> None:
+    """Make the published checkpoints those of ``wanted`` (trial number -> (its checkpoints,
+    step)): upload what is missing, remove what is no longer wanted."""
+    store = artifact_store(root)
+    have = published(study)
+    stems = {_stem(n, step) for n, (_, step) in wanted.items()}
+    for artifact_id, filename in have.items():
+        if filename.split(".")[0] not in stems:
+            unpublish(study, store, artifact_id)
+    names = {filename.split(".")[0] for filename in have.values()}
+    for number, (checkpoints, step) in sorted(wanted.items()):
+        if _stem(number, step) not in names:
+            _upload(study, store, checkpoints, number, step)
+
+
+def _upload(study: optuna.Study, store: Any, checkpoints: CheckpointFolder | BucketCheckpoints, number: int,
+            step: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="hpo-publish-") as tmp:
+        folder = checkpoints.fetch(step, Path(tmp) / "checkpoint")
+        states = sorted(folder.glob("state.*"))
+        stem = Path(tmp) / _stem(number, step)
+        if states:
+            file = stem.with_name(stem.name + states[0].suffix)
+            shutil.copyfile(states[0], file)
+        elif (folder / "files").is_dir():
+            file = Path(shutil.make_archive(str(stem), "gztar", folder / "files"))
+        else:
+            return
+        upload_artifact(artifact_store=store, file_path=str(file), study_or_trial=study)
+
+
+def unpublish(study: optuna.Study, store: Any, artifact_id: str) -> None:
+    try:
+        store.remove(artifact_id)
+    except (ArtifactNotFound, FileNotFoundError):
+        pass
+    storage_of(study).set_study_system_attr(study_id_of(study), ATTR_PREFIX + artifact_id, json.dumps(None))
+
+
+def unpublish_all(study: optuna.Study, root: str) -> int:
+    """Remove every published checkpoint of the study (`hpo delete`); how many."""
+    ids = list(published(study))
+    if ids:
+        store = artifact_store(root)
+        for artifact_id in ids:
+            unpublish(study, store, artifact_id)
+    return len(ids)
