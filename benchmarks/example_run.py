@@ -1,7 +1,7 @@
 """Benchmark: wall time and CPU use of `hpo run examples/digits-mlp.yaml` (issue 1/7).
 
 Runs the installed console script on a fresh SQLite store, samples /proc/stat every 0.25 s, and
-reports the wall time (Ray start-up included) and how busy the cores were while trials ran
+reports the wall time (start-up and shut-down included) and how busy the cores were while trials ran
 (from the first trial's start to the last trial's end, read back from the store).
 
     python benchmarks/example_run.py [--repeat 3] [--json results.json]
