@@ -112,7 +112,8 @@ def test_single_objective_report_matches_the_database(reports):
     history = figure(files, "optimization-history").figure
     assert history.layout.yaxis.title.text == "mlp" and "Objective Value" not in page
     importance = figure(files, "importance-fanova")
-    assert importance.drawn == (len(complete) >= 2)
+    # drawn from 2 complete trials on, unless they all have one value (accuracy ties on digits)
+    assert importance.drawn == (len(complete) >= 2 and len({t.value for t in complete}) > 1)
     assert not importance.drawn or any(f"only {len(complete)} complete trials" in m for m in importance.messages)
     # CPU-only study: no GPU line, energy in a unit that reads (mWh/Wh, not 1e-05 kWh)
     assert "id='gpu-seconds'" not in page and "<span id='energy'" in page
@@ -305,3 +306,30 @@ def test_importance_from_few_trials_is_flagged_and_says_what_it_rests_on():
         assert figs[key].drawn and figs[key].basis == "4 complete trials"
         assert figs[key].messages[0].startswith("only 4 complete trials (fewer than 10)")
     assert figs["slice"].drawn and figs["optimization-history"].figure.layout.yaxis.title.text == "objectives:curve"
+
+
+def test_importance_of_identical_values_is_a_note_not_a_figure():
+    """fANOVA raises on values without variance and PED-ANOVA splits the importance evenly: both
+    say instead that there is nothing to attribute (for each objective that is flat)."""
+    space = {"a": FloatDistribution(0, 1), "b": FloatDistribution(0, 1)}
+    points = ((0.1, 0.9), (0.5, 0.2), (0.8, 0.4))
+    single = optuna.create_study(direction="maximize")
+    for a, b in points:
+        single.add_trial(create_trial(value=0.986111, params={"a": a, "b": b}, distributions=space))
+    ab = {"a": {"type": "float", "low": 0, "high": 1}, "b": {"type": "float", "low": 0, "high": 1}}
+    spec = make_spec(name="flat", search_space=ab)
+    figs = {f.key: f for f in build_figures(spec, single, single.get_trials(), [])}
+    for key in ("importance-ped-anova", "importance-fanova"):
+        assert not figs[key].drawn
+        assert figs[key].note == "all 3 complete trials have the same objectives:curve (0.986111): no importance to attribute"
+    assert figs["slice"].drawn
+
+    multi = optuna.create_study(directions=["minimize", "minimize"])
+    for a, b in points:
+        multi.add_trial(create_trial(values=[1.0, a + b], params={"a": a, "b": b}, distributions=space))
+    spec = make_spec(name="flat-mo", search_space=ab, directions=["minimize", "minimize"],
+                     metrics=["f1", "f2"])
+    figs = {f.key: f for f in build_figures(spec, multi, multi.get_trials(), [])}
+    assert figs["importance-ped-anova-f1"].note.startswith("all 3 complete trials have the same f1 (1)")
+    assert figs["importance-ped-anova-f2"].drawn
+    assert figs["importance-fanova"].note == figs["importance-ped-anova-f1"].note

@@ -280,6 +280,14 @@ def _draw(fig: Figure, needs: str | None, build: Callable[[], Any]) -> Figure:
     return fig
 
 
+def _flat(complete: Sequence[FrozenTrial], index: int, name: str) -> str | None:
+    """A note when every complete trial has the same value of objective ``index``."""
+    values = {t.values[index] for t in complete if t.values is not None}
+    if len(values) != 1:
+        return None
+    return f"all {len(complete)} complete trials have the same {name} ({values.pop():.6g}): no importance to attribute"
+
+
 def _first_line(exc: Any) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else ""
@@ -329,18 +337,22 @@ def build_figures(spec: StudySpec, study: optuna.Study, trials: list[FrozenTrial
     # Importance. PED-ANOVA takes lower as better for an explicit target, so a maximized
     # objective is negated; fANOVA (variance based) draws all objectives in one figure.
     directions = [d.name.lower() for d in study.directions]
-    for (suffix, of, target), name, direction in zip(objectives, names, directions):
+    # Identical values leave nothing to attribute: fANOVA raises on them and PED-ANOVA splits
+    # the importance evenly, which would read as a finding.
+    flat = [two or _flat(complete, i, name) for i, name in enumerate(names)]
+    for (suffix, of, target), name, direction, needs in zip(objectives, names, directions, flat):
         ped_target = None if target is None else (
             target if direction == "minimize" else (lambda t, f=target: -f(t)))
         figs.append(_draw(
             Figure(f"importance-ped-anova{suffix}", "Hyperparameter importance", f"Importance (PED-ANOVA){of}"),
-            two, lambda: vis.plot_param_importances(
+            needs, lambda: vis.plot_param_importances(
                 study, evaluator=PedAnovaImportanceEvaluator(), **target_args(ped_target, name)),
         ))
     figs.append(_draw(
         Figure("importance-fanova", "Hyperparameter importance", "Importance (fANOVA)"),
-        two, lambda: vis.plot_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=spec.seed or 0),
-                                                **({} if multi else {"target_name": names[0]})),
+        next((needs for needs in flat if needs), None),
+        lambda: vis.plot_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=spec.seed or 0),
+                                           **({} if multi else {"target_name": names[0]})),
     ))
     if 2 <= len(complete) < FEW_FOR_IMPORTANCE:
         for fig in figs:
