@@ -294,13 +294,16 @@ def test_nodes_are_named_by_host_and_told_apart_when_they_share_one():
         "aaaa11": "127.0.0.1#aaaa11", "bbbb22": "127.0.0.1#bbbb22"}
 
 
+# two parameters in [0, 1]: as Optuna distributions for create_trial, and as a spec's space
+AB_DISTRIBUTIONS = {"a": FloatDistribution(0, 1), "b": FloatDistribution(0, 1)}
+AB_SPACE = {"a": {"type": "float", "low": 0, "high": 1}, "b": {"type": "float", "low": 0, "high": 1}}
+
+
 def test_importance_from_few_trials_is_flagged_and_says_what_it_rests_on():
-    space = {"a": FloatDistribution(0, 1), "b": FloatDistribution(0, 1)}
     study = optuna.create_study()
     for a, b in ((0.1, 0.9), (0.5, 0.2), (0.8, 0.4), (0.3, 0.3)):
-        study.add_trial(create_trial(value=a + 2 * b, params={"a": a, "b": b}, distributions=space))
-    spec = make_spec(name="few", search_space={"a": {"type": "float", "low": 0, "high": 1},
-                                               "b": {"type": "float", "low": 0, "high": 1}})
+        study.add_trial(create_trial(value=a + 2 * b, params={"a": a, "b": b}, distributions=AB_DISTRIBUTIONS))
+    spec = make_spec(name="few", search_space=AB_SPACE)
     figs = {f.key: f for f in build_figures(spec, study, study.get_trials(), [])}
     for key in ("importance-ped-anova", "importance-fanova"):
         assert figs[key].drawn and figs[key].basis == "4 complete trials"
@@ -311,13 +314,11 @@ def test_importance_from_few_trials_is_flagged_and_says_what_it_rests_on():
 def test_importance_of_identical_values_is_a_note_not_a_figure():
     """fANOVA raises on values without variance and PED-ANOVA splits the importance evenly: both
     say instead that there is nothing to attribute (for each objective that is flat)."""
-    space = {"a": FloatDistribution(0, 1), "b": FloatDistribution(0, 1)}
     points = ((0.1, 0.9), (0.5, 0.2), (0.8, 0.4))
     single = optuna.create_study(direction="maximize")
     for a, b in points:
-        single.add_trial(create_trial(value=0.986111, params={"a": a, "b": b}, distributions=space))
-    ab = {"a": {"type": "float", "low": 0, "high": 1}, "b": {"type": "float", "low": 0, "high": 1}}
-    spec = make_spec(name="flat", search_space=ab)
+        single.add_trial(create_trial(value=0.986111, params={"a": a, "b": b}, distributions=AB_DISTRIBUTIONS))
+    spec = make_spec(name="flat", search_space=AB_SPACE)
     figs = {f.key: f for f in build_figures(spec, single, single.get_trials(), [])}
     for key in ("importance-ped-anova", "importance-fanova"):
         assert not figs[key].drawn
@@ -326,9 +327,8 @@ def test_importance_of_identical_values_is_a_note_not_a_figure():
 
     multi = optuna.create_study(directions=["minimize", "minimize"])
     for a, b in points:
-        multi.add_trial(create_trial(values=[1.0, a + b], params={"a": a, "b": b}, distributions=space))
-    spec = make_spec(name="flat-mo", search_space=ab, directions=["minimize", "minimize"],
-                     metrics=["f1", "f2"])
+        multi.add_trial(create_trial(values=[1.0, a + b], params={"a": a, "b": b}, distributions=AB_DISTRIBUTIONS))
+    spec = make_spec(name="flat-mo", search_space=AB_SPACE, directions=["minimize", "minimize"], metrics=["f1", "f2"])
     figs = {f.key: f for f in build_figures(spec, multi, multi.get_trials(), [])}
     assert figs["importance-ped-anova-f1"].note.startswith("all 3 complete trials have the same f1 (1)")
     assert figs["importance-ped-anova-f2"].drawn
