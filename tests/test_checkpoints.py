@@ -56,6 +56,32 @@ def test_a_checkpoint_that_fails_to_write_leaves_the_previous_one(tmp_path):
     assert sorted(os.listdir(tmp_path / "t")) == ["step-00000001"]
 
 
+def test_a_worker_killed_between_saving_a_step_and_reporting_it_continues_from_the_step_before(tmp_path):
+    """Objectives save a step, then report it. Killed in between, the newest checkpoint's value
+    was never reported: the retry continues from the one before (kept until the report), so its
+    learning curve has no hole."""
+    first = Reporter.local(checkpoint_dir=str(tmp_path / "c"))
+    for step in (0, 1):
+        first.save_checkpoint({"epoch": step}, step=step)
+        first.report(step, 1.0 / (step + 1))
+    first.save_checkpoint({"epoch": 2}, step=2)  # ... and the worker dies before report(2)
+    folder = CheckpointFolder(tmp_path / "c")
+    assert folder.steps() == [1, 2] and folder.latest() == 1
+
+    retry = Reporter.local(checkpoint_dir=str(tmp_path / "c"))
+    assert retry.load_checkpoint() == {"epoch": 1} and retry.checkpoint_step == 1
+    assert retry.reported == {0: 1.0, 1: 0.5}
+    retry.save_checkpoint({"epoch": 2}, step=2)
+    assert folder.steps() == [1, 2]  # until step 2 is reported
+    retry.report(2, 1 / 3)
+    assert folder.steps() == [2] and folder.curve(2) == {0: 1.0, 1: 0.5, 2: 1 / 3}
+
+    # a checkpoint saved between reports is settled by the next report after it
+    retry.save_checkpoint({"epoch": 3.5}, step=4)
+    retry.report(5, 0.1)
+    assert folder.steps() == [4] and folder.latest() == 4 and folder.curve(4) == {0: 1.0, 1: 0.5, 2: 1 / 3}
+
+
 def test_the_reporter_saves_at_the_step_reported_last_and_loads_what_was_saved(tmp_path):
     reporter = Reporter.local(checkpoint_dir=str(tmp_path / "c"))
     assert reporter.load_checkpoint() is None and reporter.checkpoint_step is None

@@ -9,7 +9,8 @@ one): ``step-00000007/`` holds the checkpoint taken at step 7 as ``state.pt`` (t
 torch is loaded), ``state.pkl`` (pickle), ``state.bin`` (bytes) or ``files/`` (a file or folder
 the objective saved), and ``curve.json`` the values the trial reported up to that step (so a
 trial that continues it has its whole learning curve, even reports its driver never stored). A
-checkpoint appears at once or not at all (written beside, then renamed); only the newest is kept.
+checkpoint appears at once or not at all (written beside, then renamed); only the newest is kept,
+and the one before it until the newest is settled (see :class:`_Checkpoints`).
 In an object store the keys are the same (``step-00000007/state.pt``, ``.../curve.json``); a step's
 ``curve.json`` is written last, and a step without it is not a checkpoint.
 """
@@ -41,7 +42,58 @@ def _step_of(name: str) -> int | None:
         return None
 
 
-class CheckpointFolder:
+class _Checkpoints:
+    """What both kinds share: which checkpoint a trial continues from, and which are dropped.
+
+    A checkpoint is *settled* once the trial reported a value at its step or later (its
+    ``curve.json`` then holds one). Objectives save a step before they report it, so a worker
+    killed between the two leaves a newest checkpoint whose value was never reported; the
+    settled one before it is kept until then, and a retry continues from that one (training
+    one step again) instead of leaving a hole in the learning curve.
+    """
+
+    def steps(self) -> list[int]:
+        raise NotImplementedError
+
+    def _raw_curve(self, step: int) -> dict[int, float]:
+        raise NotImplementedError
+
+    def _remove(self, step: int) -> None:
+        raise NotImplementedError
+
+    def _settled(self, step: int) -> bool:
+        return max(self._raw_curve(step), default=-1) >= step
+
+    def latest(self) -> int | None:
+        """The step a retry continues from: the newest settled checkpoint, else the newest."""
+        steps = self.steps()
+        return next((s for s in reversed(steps) if self._settled(s)), steps[-1] if steps else None)
+
+    def curve(self, step: int) -> dict[int, float]:
+        """The values reported up to the checkpoint of ``step``, as kept with it."""
+        return {k: v for k, v in self._raw_curve(step).items() if k <= step}
+
+    def _drop_before(self, step: int) -> None:
+        """Remove the checkpoints older than ``step``, but the newest settled one while ``step``
+        itself is not settled."""
+        older = [s for s in self.steps() if s < step]
+        keep = None if self._settled(step) else next((s for s in reversed(older) if self._settled(s)), None)
+        for old in older:
+            if old != keep:
+                self._remove(old)
+
+    def record_curve(self, step: int, curve: dict[int, float]) -> None:
+        """Keep the values reported so far (up to a step at or after ``step``) with the checkpoint
+        of ``step``: it is settled from now on, and the older one kept for it goes."""
+        if step in self.steps():
+            self._write_curve(step, curve)
+            self._drop_before(step)
+
+    def _write_curve(self, step: int, curve: dict[int, float]) -> None:
+        raise NotImplementedError
+
+
+class CheckpointFolder(_Checkpoints):
     """The checkpoints of one trial (one lineage: its retries and PBT segments continue it)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -54,10 +106,6 @@ class CheckpointFolder:
         except FileNotFoundError:
             return []
         return sorted(s for s in map(_step_of, names) if s is not None)
-
-    def latest(self) -> int | None:
-        steps = self.steps()
-        return steps[-1] if steps else None
 
     def save(self, state: Any, step: int, curve: dict[int, float] | None = None) -> Path:
         """Write ``state`` as the checkpoint of ``step`` and drop older ones."""
@@ -74,28 +122,26 @@ class CheckpointFolder:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        for old in self.steps():
-            if old < step:
-                shutil.rmtree(self.path / f"{PREFIX}{old:08d}", ignore_errors=True)
+        self._drop_before(step)
         return final
 
-    def record_curve(self, step: int, curve: dict[int, float]) -> None:
-        """Keep the values reported so far with the checkpoint of ``step`` (the report of the
-        step itself comes after its checkpoint)."""
+    def _write_curve(self, step: int, curve: dict[int, float]) -> None:
         folder = self.path / f"{PREFIX}{step:08d}"
         if folder.is_dir():
             _write_curve(folder, curve)
 
-    def curve(self, step: int) -> dict[int, float]:
-        """The values reported up to the checkpoint of ``step``, as kept with it."""
+    def _raw_curve(self, step: int) -> dict[int, float]:
         try:
-            with open(self.path / f"{PREFIX}{step:08d}" / "curve.json") as f:
+            with open(self.path / f"{PREFIX}{step:08d}" / CURVE) as f:
                 return {int(k): float(v) for k, v in json.load(f).items()}
         except (OSError, ValueError):
             return {}
 
+    def _remove(self, step: int) -> None:
+        shutil.rmtree(self.path / f"{PREFIX}{step:08d}", ignore_errors=True)
+
     def load(self, map_location: str = "cpu") -> tuple[Any, int] | None:
-        """(state, step) of the newest checkpoint, or None when the trial has none."""
+        """(state, step) of the checkpoint a retry continues from, or None when the trial has none."""
         step = self.latest()
         if step is None:
             return None
@@ -106,7 +152,7 @@ class CheckpointFolder:
         return self.path / f"{PREFIX}{step:08d}"
 
 
-class BucketCheckpoints:
+class BucketCheckpoints(_Checkpoints):
     """The checkpoints of one trial under a prefix of an object store; the same methods, files
     and formats as :class:`CheckpointFolder` (each is staged in a local temporary folder)."""
 
@@ -121,10 +167,6 @@ class BucketCheckpoints:
         done = {key[: -len(CURVE) - 1] for key in self.bucket.keys() if key.endswith(f"/{CURVE}")}
         return sorted(s for s in map(_step_of, done) if s is not None)
 
-    def latest(self) -> int | None:
-        steps = self.steps()
-        return steps[-1] if steps else None
-
     def save(self, state: Any, step: int, curve: dict[int, float] | None = None) -> str:
         name = f"{PREFIX}{step:08d}"
         before = self.bucket.keys()
@@ -135,27 +177,32 @@ class BucketCheckpoints:
                 key = f"{name}/{file.relative_to(tmp).as_posix()}"
                 self.bucket.write(key, file.read_bytes())
                 written.add(key)
-        self._write_curve(name, curve or {})  # last: the step is a checkpoint from now on
+        self._write_curve(step, curve or {})  # last: the step is a checkpoint from now on
         written.add(f"{name}/{CURVE}")
-        for key in before:  # older steps, and what an earlier save of this step left
-            if key not in written and (_step_of(key.split("/")[0]) or 0) <= step:
+        for key in before:  # what an earlier save of this step left, and leftovers of cut-short saves
+            if key not in written and (_step_of(key.split("/")[0]) or 0) == step:
                 self.bucket.remove(key)
+        complete = set(self.steps())
+        for key in before:
+            old = _step_of(key.split("/")[0])
+            if old is not None and old < step and old not in complete:
+                self.bucket.remove(key)
+        self._drop_before(step)
         return f"{self.bucket.url}/{name}"
 
-    def _write_curve(self, name: str, curve: dict[int, float]) -> None:
+    def _write_curve(self, step: int, curve: dict[int, float]) -> None:
         data = json.dumps({str(k): v for k, v in sorted(curve.items())}).encode()
-        self.bucket.write(f"{name}/{CURVE}", data)
+        self.bucket.write(f"{PREFIX}{step:08d}/{CURVE}", data)
 
-    def record_curve(self, step: int, curve: dict[int, float]) -> None:
-        if step in self.steps():
-            self._write_curve(f"{PREFIX}{step:08d}", curve)
-
-    def curve(self, step: int) -> dict[int, float]:
+    def _raw_curve(self, step: int) -> dict[int, float]:
         data = self.bucket.read(f"{PREFIX}{step:08d}/{CURVE}")
         try:
             return {int(k): float(v) for k, v in json.loads(data or b"{}").items()}
         except ValueError:
             return {}
+
+    def _remove(self, step: int) -> None:
+        self.bucket.remove_under(f"{PREFIX}{step:08d}/")
 
     def load(self, map_location: str = "cpu") -> tuple[Any, int] | None:
         step = self.latest()
@@ -167,7 +214,6 @@ class BucketCheckpoints:
         if not (local / "files").is_dir():
             shutil.rmtree(local, ignore_errors=True)
         return state, step
-
 
     def fetch(self, step: int, into: Path) -> Path:
         """Download the files of the checkpoint of ``step`` into the folder ``into``."""

@@ -50,6 +50,7 @@ class Reporter:
         self._checkpoints = checkpoints
         self.checkpoint_step: int | None = None  # the step of the checkpoint loaded, if any
         self.saved_step: int | None = None  # the step of the last checkpoint saved
+        self._unsettled: int | None = None  # a checkpoint's step not reported yet (see workers.checkpoints)
 
     @classmethod
     def local(cls, seed: int = 0, device: str = "cpu", checkpoint_dir: str | None = None) -> Reporter:
@@ -80,6 +81,7 @@ class Reporter:
             raise ValueError(f"step must be >= 0, got {step}")
         self._checkpoints.save(state, step, self.reported)
         self.saved_step = step
+        self._unsettled = step if max(self.reported, default=-1) < step else None
         return True
 
     def load_checkpoint(self) -> Any:
@@ -105,8 +107,9 @@ class Reporter:
             raise ValueError(f"step must be >= 0, got {step}")
         self.last_step = step
         self.reported.setdefault(step, value)
-        if self.saved_step == step and self._checkpoints is not None:
-            self._checkpoints.record_curve(step, self.reported)
+        if self._unsettled is not None and step >= self._unsettled and self._checkpoints is not None:
+            self._checkpoints.record_curve(self._unsettled, self.reported)  # before a prune can end it
+            self._unsettled = None
         if self._pending:
             self.history.setdefault(step, {}).update(self._pending)
             self._pending = {}
