@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-from optuna.artifacts.exceptions import ArtifactNotFound
 
 from hpo.store.optuna_adapter import storage_of, study_id_of
 from workers.buckets import Bucket, is_object_url
@@ -31,6 +29,16 @@ log = logging.getLogger("hpo.store.published")
 ATTR_PREFIX = "artifacts:"  # optuna.artifacts' key for a study's artifacts
 NAME_PREFIX = "checkpoint-trial-"
 
+# optuna.artifacts is imported where it is used: importing it imports boto3 and
+# google-cloud-storage where installed (a third of a second), which no CLI verb that reads a
+# study needs.
+
+
+def _not_found() -> type[Exception]:
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    return ArtifactNotFound
+
 
 def artifact_store(root: str, create: bool = True) -> Any:
     """Optuna's artifact store over an artifact root (a folder, or a bucket's prefix)."""
@@ -38,6 +46,8 @@ def artifact_store(root: str, create: bool = True) -> Any:
         return Bucket(root)
     if create:
         Path(root).mkdir(parents=True, exist_ok=True)
+    from optuna.artifacts import FileSystemArtifactStore
+
     return FileSystemArtifactStore(root)
 
 
@@ -50,22 +60,24 @@ class ArtifactRoots:
         self.roots = list(dict.fromkeys(roots))
 
     def open_reader(self, artifact_id: str) -> BinaryIO:
+        not_found = _not_found()
         for root in self.roots:
             try:
                 reader: BinaryIO = artifact_store(root, create=False).open_reader(artifact_id)
                 return reader
-            except ArtifactNotFound:
+            except not_found:
                 continue
-        raise ArtifactNotFound(f"no artifact {artifact_id!r} in the store's artifact roots")
+        raise not_found(f"no artifact {artifact_id!r} in the store's artifact roots")
 
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
         artifact_store(self.roots[0]).write(artifact_id, content_body)
 
     def remove(self, artifact_id: str) -> None:
+        not_found = _not_found()
         for root in self.roots:
             try:
                 artifact_store(root, create=False).remove(artifact_id)
-            except (ArtifactNotFound, FileNotFoundError):
+            except (not_found, FileNotFoundError):
                 continue
 
 
@@ -112,13 +124,15 @@ def _upload(study: optuna.Study, store: Any, checkpoints: CheckpointFolder | Buc
             file = Path(shutil.make_archive(str(stem), "gztar", folder / "files"))
         else:
             return
+        from optuna.artifacts import upload_artifact
+
         upload_artifact(artifact_store=store, file_path=str(file), study_or_trial=study)
 
 
 def unpublish(study: optuna.Study, store: Any, artifact_id: str) -> None:
     try:
         store.remove(artifact_id)
-    except (ArtifactNotFound, FileNotFoundError):
+    except (_not_found(), FileNotFoundError):
         pass
     storage_of(study).set_study_system_attr(study_id_of(study), ATTR_PREFIX + artifact_id, json.dumps(None))
 
