@@ -94,3 +94,13 @@ def test_a_checkpoint_no_longer_kept_is_unpublished_and_its_file_removed(tmp_pat
         artifact_store(root).open_reader(gone)
     attrs = storage_of(study).get_study_system_attrs(study_id_of(study))
     assert attrs[f"artifacts:{gone}"] == "null"
+
+
+def test_a_study_that_keeps_no_checkpoint_publishes_nothing_and_creates_no_folder(tmp_path):
+    """Publishing is a no-op for a study with nothing kept: no artifact store is opened (an empty
+    artifact folder is not created, nor are the bucket clients imported at every study's end)."""
+    url = f"sqlite:///{tmp_path}/none.db"
+    study = optuna.create_study(study_name="plain", storage=url)
+    root = tmp_path / "artifacts"
+    publish(study, str(root), {})
+    assert published(study) == {} and not root.exists()

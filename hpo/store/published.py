@@ -98,17 +98,20 @@ def _stem(number: int, step: int) -> str:
 
 def publish(study: optuna.Study, root: str, wanted: dict[int, tuple[CheckpointFolder | BucketCheckpoints, int]]) -> None:
     """Make the published checkpoints those of ``wanted`` (trial number -> (its checkpoints,
-    step)): upload what is missing, remove what is no longer wanted."""
-    store = artifact_store(root)
+    step)): upload what is missing, remove what is no longer wanted. Nothing to do (a study that
+    keeps no checkpoint) opens no artifact store."""
     have = published(study)
     stems = {_stem(n, step) for n, (_, step) in wanted.items()}
-    for artifact_id, filename in have.items():
-        if filename.split(".")[0] not in stems:
-            unpublish(study, store, artifact_id)
+    stale = [artifact_id for artifact_id, filename in have.items() if filename.split(".")[0] not in stems]
     names = {filename.split(".")[0] for filename in have.values()}
-    for number, (checkpoints, step) in sorted(wanted.items()):
-        if _stem(number, step) not in names:
-            _upload(study, store, checkpoints, number, step)
+    missing = [(number, pair) for number, pair in sorted(wanted.items()) if _stem(number, pair[1]) not in names]
+    if not stale and not missing:
+        return
+    store = artifact_store(root)
+    for artifact_id in stale:
+        unpublish(study, store, artifact_id)
+    for number, (checkpoints, step) in missing:
+        _upload(study, store, checkpoints, number, step)
 
 
 def _upload(study: optuna.Study, store: Any, checkpoints: CheckpointFolder | BucketCheckpoints, number: int,
