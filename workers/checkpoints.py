@@ -179,13 +179,12 @@ class BucketCheckpoints(_Checkpoints):
                 written.add(key)
         self._write_curve(step, curve or {})  # last: the step is a checkpoint from now on
         written.add(f"{name}/{CURVE}")
-        for key in before:  # what an earlier save of this step left, and leftovers of cut-short saves
-            if key not in written and (_step_of(key.split("/")[0]) or 0) == step:
-                self.bucket.remove(key)
-        complete = set(self.steps())
+        # What an earlier save of this step left, and older saves cut short (no curve.json):
+        # from the listing taken before, without listing the bucket again.
+        complete = {_step_of(key.split("/")[0]) for key in before if key.endswith(f"/{CURVE}")}
         for key in before:
             old = _step_of(key.split("/")[0])
-            if old is not None and old < step and old not in complete:
+            if key not in written and (old == step or (old is not None and old < step and old not in complete)):
                 self.bucket.remove(key)
         self._drop_before(step)
         return f"{self.bucket.url}/{name}"
