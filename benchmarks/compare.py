@@ -18,7 +18,11 @@ exit), the machine's CPU-seconds meanwhile (/proc/stat: every process, Ray's dae
 start-up (hpo: its --json timings when given; Ray Tune: its ray.init), start-up (start to the
 first trial's start) and shut-down (last trial's end to exit) from the trials' timestamps,
 processes that ran trials, best value, epochs (steps) trained, pruned fraction and the median
-time of a `reporter.report` call inside the objective (benchlog.py). Systems are interleaved per
+time of a `reporter.report` call inside the objective (benchlog.py). Two columns split the wall
+into what the search chose and what the system costs: `train s` sums each trial's time inside
+the objective (its start to its last report's return: the configurations TPE picked decide it),
+`gap ms` is the median time a process sits between one trial's last report and its next trial's
+start (storing, sampling, handing over; none where each trial gets a fresh process). Systems are interleaved per
 seed (seed 0: every system, seed 1: every system, ...), the order rotating by seed. The CPU-seconds
 are the whole machine's: run it on a quiet machine.
 
@@ -234,6 +238,10 @@ def figures(done: Finished, trials: list[dict], log: BenchLog, timings: dict, sp
         "report_ms": round(statistics.median(log.report_ms), 3) if log.report_ms else None,
         "report_ms_p90": round(statistics.quantiles(log.report_ms, n=10)[-1], 3) if len(log.report_ms) > 1 else None,
         "reports": len(log.report_ms),
+        # what the search chose to train (objective time summed over trials) and what the system
+        # adds between two trials of one process (store the result, sample, hand the next over)
+        "objective_s": round(log.objective_s, 2),
+        "between_trials_ms": round(statistics.median(log.between_ms), 1) if log.between_ms else None,
         # the same two, seen from inside the objective (its first call, its last report's return)
         "first_call_s": None if log.first_call is None else round(log.first_call - done.started, 3),
         "after_last_report_s": None if log.last_report is None else round(ended - log.last_report, 3),
@@ -246,7 +254,7 @@ def figures(done: Finished, trials: list[dict], log: BenchLog, timings: dict, sp
 
 MEDIANS = ("wall_s", "cpu_s", "ray_start_s", "startup_s", "shutdown_s", "workers", "objective_loads", "best",
            "steps_trained", "pruned_fraction", "trials", "failed", "ms_per_trial", "report_ms", "report_ms_p90",
-           "reports", "first_call_s", "after_last_report_s", "trials_span_s")
+           "reports", "first_call_s", "after_last_report_s", "trials_span_s", "objective_s", "between_trials_ms")
 
 
 def median_of(runs: list[dict]) -> dict:
@@ -331,7 +339,8 @@ def plot(results: dict, out: Path) -> list[str]:
 COLUMNS = (("trials", "trials", "{:g}"), ("wall s", "wall_s", "{:.2f}"), ("CPU-s", "cpu_s", "{:.1f}"),
            ("Ray s", "ray_start_s", "{:.2f}"), ("start s", "startup_s", "{:.2f}"), ("stop s", "shutdown_s", "{:.2f}"),
            ("workers", "workers", "{:g}"), ("best", "best", "{:.4f}"), ("epochs", "steps_trained", "{:g}"),
-           ("pruned", "pruned_fraction", "{:.2f}"), ("report ms", "report_ms", "{:.2f}"))
+           ("pruned", "pruned_fraction", "{:.2f}"), ("train s", "objective_s", "{:.1f}"),
+           ("gap ms", "between_trials_ms", "{:.1f}"), ("report ms", "report_ms", "{:.2f}"))
 
 
 def table(results: dict) -> str:

@@ -81,12 +81,16 @@ class BenchLog:
     report_ms: list[float] = field(default_factory=list)
     first_call: float | None = None  # epoch s when an objective first started
     last_report: float | None = None  # epoch s when the last report returned
+    # The wall split into what the search chose to train and what the system adds per trial:
+    objective_s: float = 0.0  # summed over trials: from the objective's start to its last report's return
+    between_ms: list[float] = field(default_factory=list)  # per process: one trial's last report to the next's start
 
 
 def read_log(path: Path) -> BenchLog:
     log = BenchLog()
     if not path.exists():
         return log
+    events: dict[int, list[tuple[float, str]]] = {}  # per process, (epoch s, "call" | "report")
     for line in path.read_text().splitlines():
         kind, *rest = line.split()
         if kind == "pid":
@@ -94,9 +98,23 @@ def read_log(path: Path) -> BenchLog:
         elif kind == "call":
             at = float(rest[1])
             log.first_call = at if log.first_call is None else min(log.first_call, at)
+            events.setdefault(int(rest[0]), []).append((at, kind))
         elif kind == "report":
             log.workers.add(int(rest[0]))
             log.report_ms.append(float(rest[1]))
             at = float(rest[2])
             log.last_report = at if log.last_report is None else max(log.last_report, at)
+            events.setdefault(int(rest[0]), []).append((at, kind))
+    for timeline in events.values():  # a process runs one trial at a time
+        started = ended = None
+        for at, kind in sorted(timeline):
+            if kind == "call":
+                if started is not None and ended is not None:
+                    log.objective_s += ended - started
+                    log.between_ms.append(1000 * (at - ended))
+                started, ended = at, None
+            else:
+                ended = at
+        if started is not None and ended is not None:
+            log.objective_s += ended - started
     return log
