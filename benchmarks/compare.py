@@ -22,9 +22,9 @@ time of a `reporter.report` call inside the objective (benchlog.py). Two columns
 into what the search chose and what the system costs: `train s` sums each trial's time inside
 the objective (its start to its last report's return: the configurations TPE picked decide it),
 `gap ms` is the median time a process sits between one trial's last report and its next trial's
-start (storing, sampling, handing over; none where each trial gets a fresh process). Systems are interleaved per
-seed (seed 0: every system, seed 1: every system, ...), the order rotating by seed. The CPU-seconds
-are the whole machine's: run it on a quiet machine.
+start (storing, sampling, handing over; none where each trial gets a fresh process). Systems are
+interleaved per seed (seed 0: every system, seed 1: every system, ...), the order rotating by
+seed. The CPU-seconds are the whole machine's: run it on a quiet machine.
 
 Read the figures with these in mind: distributed Optuna's budget is per process
 (MaxTrialsCallback stops a process after its trial ends), so it may run up to one trial per extra
