@@ -69,3 +69,48 @@ def test_a_store_migrated_before_the_crash_columns_is_still_readable(store):
     store.upgrade()
     assert "crashes" in {c["name"] for c in sa.inspect(store.engine).get_columns("hpo_jobs")}
     assert jobs.get("s").state == JobState.QUEUED
+
+
+def _expire_lease(store, name: str) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(jobs_table.update().where(jobs_table.c.study_name == name)
+                     .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+
+
+def test_a_lapsed_lease_is_claimable_except_by_the_owner_that_runs_it(store):
+    """A serve whose renewal came late (a loaded machine, a short lease) must not start a second
+    driver of a study it runs: it passes the studies it runs as ``skip``; anyone else takes it over."""
+    jobs = _queued(store, "a")
+    jobs.create("b", "{}")
+    assert jobs.claim_next("me", 2).study_name == "a"
+    _expire_lease(store, "a")
+    assert jobs.claim_next("me", 2, skip={"a"}).study_name == "b"  # the next one, not its own again
+    assert jobs.claim_next("me", 2, skip={"a", "b"}) is None
+    assert jobs.get("a").owner == "me"
+    taken = jobs.claim_next("other", 2)
+    assert taken.study_name == "a" and taken.owner == "other"
+    assert jobs.renew("a", "me", 2) == JobState.RUNNING  # the late owner learns it lost the study
+
+
+def test_a_driver_that_starts_after_its_lease_was_taken_over_writes_nothing(store):
+    """run_job renews the lease before it loads the study: the checks between a claim and the
+    driver's first heartbeat can outlast a short lease, and another owner may have taken over."""
+    import optuna
+    import pytest
+
+    from hpo.run.driver import LeaseLost
+    from hpo.run.execution import run_job
+
+    from studies import make_spec
+
+    spec = make_spec(name="late")
+    jobs = _queued(store, "late")
+    optuna.create_study(study_name="late", storage=store.optuna)
+    assert jobs.claim("late", "me", 2)
+    _expire_lease(store, "late")
+    assert jobs.claim("late", "other", 30)
+    with pytest.raises(LeaseLost):
+        run_job(store, spec, "me", lease_s=2)
+    job = jobs.get("late")
+    assert job.owner == "other" and job.state == JobState.RUNNING
+    assert optuna.load_study(study_name="late", storage=store.optuna).trials == []

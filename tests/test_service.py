@@ -205,6 +205,34 @@ def test_fair_share_runs_no_more_studies_than_hold_one_trial_each():
     assert not share.has_room()  # GPUs over-reserved
 
 
+def test_a_serve_never_claims_again_a_study_it_runs_when_its_own_lease_lapsed(store):
+    """Under load the first renewal of a short lease can come late; the serve's next poll must not
+    start a second driver of the same study (it would fail the first one's live trials)."""
+    import threading
+
+    from hpo.run.service import Server
+    from hpo.store.jobs import Jobs
+
+    from test_jobs import _expire_lease
+
+    store.upgrade()
+    Jobs(store.engine).create("mine", "{}")
+    server = Server(store, lease_s=2, capacity=lambda: (4.0, 0.0))
+    job = server.jobs.claim_next(server.owner, 2)
+    running = threading.Event()
+    driver = threading.Thread(target=running.wait)  # stands in for the study's driver thread
+    driver.start()
+    try:
+        server._threads[job.study_name] = driver
+        _expire_lease(store, "mine")
+        server.claim_more(threading.Event())
+        assert server._threads == {"mine": driver}  # no second driver
+        assert server.jobs.get("mine").owner == server.owner
+    finally:
+        running.set()
+        driver.join()
+
+
 def test_a_study_whose_driver_crashes_every_time_ends_failed_instead_of_looping(ray_runtime, tmp_path):
     """A stored spec that validates but crashes the driver (here: a sampler option of the wrong
     type, as an older hpo let through submit) is retried after a backoff, then FAILED."""

@@ -46,6 +46,8 @@ def run_job(
         error = StudyMissing(spec.name)
         jobs.finish(spec.name, owner, JobState.FAILED, str(error))
         raise error
+    if jobs.renew(spec.name, owner, lease_s) is not None:  # the checks since the claim took a lease's length
+        raise LeaseLost(spec.name)
     try:
         # We hold the lease: the study's reads can come from memory, its writes still go to SQL
         # (batched) — where the Optuna version and the store's schema are ones hpo was tested with.

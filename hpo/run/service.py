@@ -115,11 +115,7 @@ class Server:
             self._reap()
             POOL.reap(KEEP_IDLE_WORKERS_S)
             try:
-                while len(self._threads) < self.max_studies and self.share.has_room() and not stop.is_set():
-                    job = self.jobs.claim_next(self.owner, self.lease_s)
-                    if job is None:
-                        break
-                    self._start(job)
+                self.claim_more(stop)
                 backoff = self.poll_s
             except SQLAlchemyError as exc:
                 log.warning("store unavailable (%s); retrying in %.1f s", self.store.scrub(exc), backoff)
@@ -133,6 +129,15 @@ class Server:
         if lost:
             raise RuntimeLost("the Ray runtime this serve runs on is gone (no live node with CPUs); its studies "
                               "were handed back and resume on the next serve: restart hpo serve")
+
+    def claim_more(self, stop: threading.Event) -> None:
+        """Claim queued (or abandoned) studies while there is room, never one this serve runs
+        already: its own lease can lapse under load before the driver's first renewal."""
+        while len(self._threads) < self.max_studies and self.share.has_room() and not stop.is_set():
+            job = self.jobs.claim_next(self.owner, self.lease_s, skip=set(self._threads))
+            if job is None:
+                break
+            self._start(job)
 
     def _runtime_gone(self) -> bool:
         """Two polls in a row with no CPU in the cluster (its raylet died, its nodes were lost):

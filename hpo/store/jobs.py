@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import os
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -126,8 +127,9 @@ class Jobs:
         with self.engine.begin() as conn:
             return self._take(conn, jobs.c.study_name == study_name, owner, lease_s, now)
 
-    def claim_next(self, owner: str, lease_s: float) -> Job | None:
-        """Take the oldest claimable job, if any.
+    def claim_next(self, owner: str, lease_s: float, *, skip: Collection[str] = ()) -> Job | None:
+        """Take the oldest claimable job, if any, except the studies in ``skip`` (those the caller
+        runs already: a lease it renewed late must not make it start a second driver of its own).
 
         On PostgreSQL and MySQL/MariaDB the candidate row is locked with FOR UPDATE SKIP LOCKED,
         so replicas polling at the same time pick different jobs instead of queueing on one row;
@@ -135,6 +137,8 @@ class Jobs:
         """
         now = utcnow()
         query = sa.select(jobs.c.id).where(self._claimable(now)).order_by(jobs.c.id).limit(1)
+        if skip:
+            query = query.where(jobs.c.study_name.not_in(list(skip)))
         if self.engine.dialect.name in ("postgresql", "mysql", "mariadb"):
             query = query.with_for_update(skip_locked=True)
         with self.engine.begin() as conn:
