@@ -19,8 +19,11 @@ install: $(STAMP)
 demo: install
 	$(BIN)/hpo run examples/digits-mlp.yaml --storage sqlite:///demo.db --name digits-mlp-$$(date +%Y%m%d-%H%M%S)
 
+# Two processes (pytest-xdist), each test file in one of them (module fixtures are built once):
+# most of the suite waits on Ray, subprocesses and sleeps in trials.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 lint: install
 	$(BIN)/ruff check hpo workers tests benchmarks alembic

@@ -6,8 +6,11 @@ CI they skip when no server answers; under CI=true they fail instead.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -155,9 +158,23 @@ def _fresh_database(server_url: str, create: str, drop: str):
         admin.dispose()
 
 
+@contextlib.contextmanager
+def _postgres_turn(exclusive: bool):
+    """The suite runs in parallel processes (pytest-xdist) that share one PostgreSQL server: a test
+    that restarts it (marker ``restarts_postgres``) waits until no other test uses the server, and
+    the others wait while it runs. A lock file that every process on this machine sees."""
+    with open(Path(tempfile.gettempdir()) / "hpo-tests-postgres.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture
-def postgres_url(_postgres_server: str):
-    yield from _fresh_database(_postgres_server, 'CREATE DATABASE "{name}"', 'DROP DATABASE "{name}" WITH (FORCE)')
+def postgres_url(_postgres_server: str, request):
+    with _postgres_turn(exclusive=request.node.get_closest_marker("restarts_postgres") is not None):
+        yield from _fresh_database(_postgres_server, 'CREATE DATABASE "{name}"', 'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

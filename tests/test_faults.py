@@ -194,6 +194,7 @@ def _postgres_restart_command() -> list[str]:
     not (IN_CI or os.environ.get("HPO_TEST_RESTART_POSTGRES")),
     reason="restarts the machine's PostgreSQL: runs under CI (or with HPO_TEST_RESTART_POSTGRES=1)",
 )
+@pytest.mark.restarts_postgres
 def test_postgres_restart_mid_study(postgres_url, tmp_path):
     spec = tmp_path / "pg.yaml"
     spec.write_text(SLOW.format(name="pg-restart", n=14))
