@@ -126,14 +126,16 @@ def counts_calls(params, reporter, delay: float = 0.05):
     return params["x"]
 
 
-def dump_environment(params, reporter, path: str):
-    """Writes what a trial can see of its process: environment and command line."""
+def dump_environment(params, reporter, path: str, hold: float = 0.0):
+    """Writes what a trial can see of its process: environment and command line. ``hold``: seconds
+    the trial then keeps its worker busy (so that the next trial goes to another one)."""
     import os
     from pathlib import Path
 
     with open("/proc/self/cmdline", "rb") as f:
         cmdline = f.read().replace(b"\0", b" ").decode()
     Path(path).write_text("\n".join(f"{k}={v}" for k, v in os.environ.items()) + "\n" + cmdline)
+    time.sleep(hold)
     return params["x"]
 
 

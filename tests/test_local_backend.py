@@ -127,7 +127,9 @@ def _spec_file(tmp_path: Path, name: str, objective: str, args: dict, n: int) ->
 
 def test_hpo_run_on_one_machine_runs_trials_in_two_plain_processes(tmp_path):
     dump = tmp_path / "env.txt"
-    spec = _spec_file(tmp_path, "plain", "dump_environment", {"path": str(dump)}, 4)
+    # each trial holds its worker 0.5 s: a trial that ended in a millisecond would free the first
+    # worker before the next trial is launched, which then (rightly) goes to that warm worker
+    spec = _spec_file(tmp_path, "plain", "dump_environment", {"path": str(dump), "hold": 0.5}, 4)
     env = {k: v for k, v in os.environ.items() if k not in ("HPO_RAY_ADDRESS", "HPO_BACKEND", "HPO_STORAGE")}
     done = subprocess.run([HPO, "run", str(spec), "--storage", f"sqlite:///{tmp_path}/s.db", "--json"],
                           env=env, capture_output=True, text=True, timeout=120)
