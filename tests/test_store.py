@@ -86,3 +86,53 @@ def test_concurrent_first_uses_of_a_fresh_database_do_not_race(server, request, 
     with ThreadPoolExecutor(8) as pool:
         names = list(pool.map(submit, range(8)))
     assert sorted(s.study_name for s in api.list_studies(storage=url)) == sorted(names)
+
+
+_FIRST_USE = """
+import pathlib, sys, time
+url, folder, who = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3]
+if who == "optuna":
+    import optuna
+    first_use = lambda: optuna.storages.RDBStorage(url)  # what optuna-dashboard and the optuna CLI do
+else:
+    from hpo.store.database import Store
+    store = Store(url)
+    first_use = lambda: (store.optuna, store.upgrade())  # what every hpo verb that writes does
+(folder / f"ready-{who}").touch()
+while not (folder / "go").exists():
+    time.sleep(0.001)
+first_use()
+print("ok")
+"""
+
+
+def test_first_uses_of_a_fresh_sqlite_file_by_parallel_processes_do_not_race(tmp_path):
+    """Five hpo processes and one of Optuna's tools open a SQLite file that does not exist yet at
+    the same instant (each waits, imports done, for a common start), twice: every hpo process
+    gets the whole schema. Before, SQLite ran each CREATE on its own and about half of them
+    failed ("table studies already exists", "UNIQUE constraint failed:
+    alembic_version.version_num", "table hpo_jobs already exists")."""
+    import subprocess
+    import sys
+    import time
+
+    from hpo.store.migrations import current
+
+    for round_ in range(2):
+        folder = tmp_path / f"round-{round_}"
+        folder.mkdir()
+        url = f"sqlite:///{folder / 'fresh.db'}"
+        who = [f"hpo-{i}" for i in range(5)] + ["optuna"]
+        procs = {w: subprocess.Popen([sys.executable, "-c", _FIRST_USE, url, str(folder), w], text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for w in who}
+        deadline = time.monotonic() + 120
+        while len(list(folder.glob("ready-*"))) < len(who) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (folder / "go").touch()
+        outputs = {w: p.communicate(timeout=120)[0] for w, p in procs.items()}
+        for w in who[:-1]:
+            assert procs[w].returncode == 0 and outputs[w].strip() == "ok", f"round {round_}, {w}: {outputs[w]}"
+        store = Store(url)
+        assert current(store.engine) is not None  # hpo's tables at a revision
+        assert store.optuna.get_all_studies() == []  # Optuna's schema whole and usable
+        store.dispose()

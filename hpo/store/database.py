@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
+from typing import TypeVar
 
 import optuna
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 
 from hpo.errors import HpoError
 
@@ -25,6 +28,10 @@ DEFAULT_URL = "sqlite:///hpo.db"
 ENV_VAR = "HPO_STORAGE"
 SQLITE_BUSY_TIMEOUT_S = 60
 SCHEMA_LOCK_ID = 0x68706F  # "hpo": the advisory lock that serializes schema creation
+SCHEMA_TRIES = 8  # a schema step that lost a race to another creator is tried again, this often
+
+
+T = TypeVar("T")
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -141,6 +148,23 @@ class Store:
             finally:
                 conn.execute(sa.text(give))
 
+    def _schema_step(self, step: Callable[[], T]) -> T:
+        """Run a step that may create schema (Optuna's tables, hpo's migrations) under the schema
+        lock, and again when it lost a race to a creator that takes no lock of ours: Optuna's own
+        tools (optuna-dashboard, `optuna create-study`) on a fresh database, or, on SQLite,
+        another hpo process creating Optuna's tables (SQLite runs each CREATE on its own, so two
+        processes can both find a table missing). Both steps are idempotent: a retry finds what
+        the other process made and goes on from there."""
+        for attempt in range(1, SCHEMA_TRIES + 1):
+            try:
+                with self._schema_lock():
+                    return step()
+            except SQLAlchemyError as exc:
+                if attempt == SCHEMA_TRIES or not _lost_a_race(exc):
+                    raise
+            time.sleep(min(1.0, 0.05 * 2 ** attempt) * random.uniform(0.5, 1.0))
+        raise AssertionError("unreachable")
+
     def has_study(self, name: str) -> bool:
         """Whether Optuna's study of that name is in the store (optuna-dashboard or the optuna CLI
         may have deleted it behind hpo's back)."""
@@ -151,19 +175,17 @@ class Store:
         from hpo.store.migrations import upgrade
 
         try:
-            with self._schema_lock():
-                upgrade(self.engine)
+            self._schema_step(lambda: upgrade(self.engine))
         except SQLAlchemyError as exc:
             raise HpoError(f"migrating storage {self.masked} failed: {self.scrub(exc)}") from None
 
     @cached_property
     def optuna(self) -> optuna.storages.RDBStorage:
         """Optuna's RDB storage on the same database (created on first use)."""
-        try:
-            with self._schema_lock():  # it creates Optuna's tables on a fresh database
-                storage = optuna.storages.RDBStorage(
-                    self.url.render_as_string(hide_password=False), engine_kwargs=self._engine_kwargs()
-                )
+        try:  # it creates Optuna's tables on a fresh database
+            storage = self._schema_step(lambda: optuna.storages.RDBStorage(
+                self.url.render_as_string(hide_password=False), engine_kwargs=self._engine_kwargs()
+            ))
         except SQLAlchemyError as exc:
             raise HpoError(f"cannot open storage {self.masked}: {self.scrub(exc)}") from None
         if self.is_sqlite:
@@ -190,6 +212,13 @@ class Store:
         if "optuna" in self.__dict__:
             self.optuna.remove_session()
             self.optuna.engine.dispose()
+
+
+def _lost_a_race(exc: SQLAlchemyError) -> bool:
+    """Whether a schema step failed because another process made the same thing meanwhile: a
+    table, index or type that "already exists" (every dialect words it so), or a duplicate row
+    in a version table (an integrity error: a schema step inserts nothing else)."""
+    return isinstance(exc, IntegrityError) or "already exists" in str(getattr(exc, "orig", None) or exc).lower()
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
