@@ -82,6 +82,26 @@ def test_run_example_with_progress_on_sqlite(tmp_path):
     assert len(finished) == 6
 
 
+def test_three_hpo_runs_started_at_once_on_one_new_sqlite_file_each_finish_exactly(tmp_path):
+    """The embedded default shared by parallel runs, as a user starts them (`hpo run ... &` three
+    times): all three create the store's tables at once, then write their studies side by side."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("objective: builtin:branin\nsearch_space: branin\nn_trials: 30\nmax_concurrent_trials: 2\n"
+                    "pruner: {name: none}\n")
+    url = f"sqlite:///{tmp_path}/shared.db"
+    env = {k: v for k, v in os.environ.items() if k != "HPO_STORAGE"}
+    procs = [subprocess.Popen([HPO, "run", str(spec), "--storage", url, "--name", f"par-{i}", "--json"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err
+        summary = json.loads(out)
+        assert summary["state"] == "COMPLETED" and summary["complete"] == 30 and summary["failed"] == 0
+    for i in range(3):
+        trials = optuna.load_study(study_name=f"par-{i}", storage=url).trials
+        assert [t.state.name for t in trials] == ["COMPLETE"] * 30
+
+
 def test_run_json_on_postgres_never_shows_the_password(postgres_url, tmp_path):
     # The server trusts local connections, so any password works and must still be masked.
     url = with_password(postgres_url)
