@@ -218,3 +218,28 @@ def test_pruning_stops_trials_at_the_decision_step(store):
     assert result.counts.pruned >= 3
     for trial in study.get_trials(states=(TrialState.PRUNED,)):
         assert max(trial.intermediate_values) == trial.user_attrs["hpo:run"]["last_step"] < 4
+
+
+def test_a_trial_added_from_outside_just_before_the_budget_ends_is_counted_not_run_past(store):
+    """Optuna's tools add a finished trial while the third of four runs: the driver looks at the
+    database once more before the dispatch that would use up the budget, so it runs three of its
+    own and the study ends with exactly four finished (its once-a-second sync is held off here,
+    so only that last look can find it)."""
+    import optuna
+
+    spec = make_spec(search_space=X, n_trials=4, sampler="random", max_concurrent_trials=1)
+
+    def behave(task):
+        if task.trial_number == 2:
+            fresh = optuna.storages.RDBStorage(store.url.render_as_string(hide_password=False))
+            outside = optuna.load_study(study_name=spec.name, storage=fresh)
+            outside.add_trial(optuna.trial.create_trial(
+                params={"x": 0.5}, distributions={"x": optuna.distributions.FloatDistribution(0.0, 1.0)}, value=-1.0))
+            fresh.engine.dispose()
+        return Script(duration=5.0, value=task.params["x"])
+
+    study, backend, driver = drive(store, spec, behave, flush_interval=1e9)
+    result = driver.run()
+    assert result.state == JobState.COMPLETED and result.counts.complete == 4 and len(backend.launched) == 3
+    assert_exact_budget(study, 4)
+    assert result.best.value == -1.0 and result.best.number == 3

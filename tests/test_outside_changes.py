@@ -1,7 +1,9 @@
 """The store is shared with Optuna's own tools: what they do to it is input hpo must survive.
 
 A study deleted with `optuna delete-study` (what optuna-dashboard's trash icon does) leaves
-hpo's job row behind; every verb copes with that, before, during and after a run.
+hpo's job row behind; every verb copes with that, before, during and after a run. Trials a
+script adds, asks or enqueues while hpo runs the study are numbered around, counted and left to
+their owner.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy as sa
+from optuna.trial import TrialState
 
 from hpo import api
 from hpo.errors import StudyMissing
@@ -41,6 +44,32 @@ def job_of(url: str, name: str):
         return Jobs(engine).get(name)
     finally:
         engine.dispose()
+
+
+def run_until_a_trial_completes(spec, sqlite_url: str) -> tuple[threading.Thread, dict]:
+    """`api.run` of ``spec`` in a thread (local workers), returned once a first trial is COMPLETE
+    and the run still goes on; the dict gets its "summary" or "error" when it ends."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["summary"] = api.run(spec, storage=sqlite_url, backend="local")
+        except BaseException as exc:  # noqa: BLE001 (the test inspects it)
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and thread.is_alive():
+        try:  # read-only SQL: the test's own reads stay out of the run's way
+            with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
+                if conn.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]:
+                    break
+        except sqlite3.Error:  # not created yet
+            pass
+        time.sleep(0.05)
+    assert thread.is_alive(), outcome  # the run is under way (not failed, not finished)
+    return thread, outcome
 
 
 def test_every_verb_copes_with_a_study_deleted_by_optunas_cli(sqlite_url):
@@ -84,28 +113,7 @@ def test_run_and_submit_replace_whats_left_of_a_deleted_study(sqlite_url):
 
 def test_a_study_deleted_while_it_runs_stops_with_one_line_and_no_worker_left(sqlite_url):
     spec = make_spec(name="doomed", n_trials=40, objective_args={"delay": 0.2})
-    outcome: dict = {}
-
-    def run():
-        try:
-            outcome["summary"] = api.run(spec, storage=sqlite_url, backend="local")
-        except BaseException as exc:  # noqa: BLE001 (the test inspects it)
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # until a trial has finished: the run is well under way
-        try:  # read-only SQL: Optuna's load_study on a fresh file would race hpo creating the schema
-            with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
-                if conn.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]:
-                    break
-        except sqlite3.Error:  # not created yet
-            pass
-        time.sleep(0.1)
-        if not thread.is_alive():
-            break
-    assert thread.is_alive(), outcome  # the run is under way (not failed, not finished)
+    thread, outcome = run_until_a_trial_completes(spec, sqlite_url)
     optuna.delete_study(study_name="doomed", storage=sqlite_url)
     thread.join(60)
     assert not thread.is_alive()
@@ -148,3 +156,33 @@ def test_cancel_and_delete_of_a_deleted_queued_study(sqlite_url, verb):
     ok(result)
     job = job_of(sqlite_url, "q")
     assert (job is None) if verb == "delete" else (job.state == JobState.CANCELLED)
+
+
+def test_trials_optunas_tools_add_while_hpo_runs_the_study_count_and_are_left_to_their_owner(sqlite_url):
+    """While `hpo run` drives a study, a script (or optuna-dashboard) adds a finished trial, asks
+    one for itself and enqueues one. hpo numbers around them, runs the enqueued one, counts the
+    added one towards the budget (as it counts trials added before a run) and its value as the
+    best, and leaves the asked one RUNNING for its asker, who can still tell it."""
+    spec = make_spec(name="shared", n_trials=10, objective_args={"delay": 0.1})
+    thread, outcome = run_until_a_trial_completes(spec, sqlite_url)
+    study = optuna.load_study(study_name="shared", storage=sqlite_url)
+    dists = {"x": optuna.distributions.FloatDistribution(0.0, 1.0), "y": optuna.distributions.FloatDistribution(-1.0, 1.0)}
+    added = study.add_trial(optuna.trial.create_trial(params={"x": 0.3, "y": -0.1}, distributions=dists, value=-1.0))
+    asked = study.ask(dists)
+    study.enqueue_trial({"x": 0.123, "y": 0.5})
+    thread.join(120)
+    assert not thread.is_alive() and "error" not in outcome, outcome
+
+    summary = outcome["summary"]
+    assert summary.state == "COMPLETED" and summary.complete + summary.pruned == 10
+    assert summary.best_value == -1.0 and summary.running == 1
+    trials = optuna.load_study(study_name="shared", storage=sqlite_url).get_trials(deepcopy=False)
+    assert sorted(t.number for t in trials) == list(range(len(trials)))  # no number twice
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 10  # nine of hpo's and the one added
+    assert [t.number for t in trials if t.state == TrialState.RUNNING] == [asked.number]
+    ran_enqueued = [t for t in finished if t.params == {"x": 0.123, "y": 0.5}]
+    assert len(ran_enqueued) == 1 and "hpo:run" in ran_enqueued[0].user_attrs
+    assert added is None and [t.value for t in trials if "hpo:run" not in t.user_attrs and t.state.is_finished()] == [-1.0]
+    study.tell(asked, 0.5)  # the asker's trial was left to the asker
+    assert optuna.load_study(study_name="shared", storage=sqlite_url).trials[asked.number].state == TrialState.COMPLETE

@@ -196,7 +196,7 @@ def test_a_waiting_trial_is_started_once(store):
     assert _db_trials(store)[0].state == TrialState.RUNNING
 
 
-def test_a_new_trial_is_numbered_from_memory_and_commits_what_is_queued(store):
+def test_a_new_trial_is_numbered_in_its_insert_and_commits_what_is_queued(store):
     study, storage = _owned(store)
     first = study.ask()
     first.report(0.5, 0)
@@ -207,6 +207,53 @@ def test_a_new_trial_is_numbered_from_memory_and_commits_what_is_queued(store):
     assert [(t.number, t.state) for t in stored] == [(0, TrialState.RUNNING), (1, TrialState.RUNNING)]
     assert stored[0].intermediate_values == {0: 0.5} and stored[1].datetime_start is not None
     assert [t._trial_id for t in stored] == [first._trial_id, second._trial_id]
+
+
+def test_trials_optunas_tools_write_while_the_study_is_owned_are_taken_in_and_never_renumbered(store):
+    """What optuna-dashboard, the optuna CLI or a script can do to a study hpo runs: add a finished
+    trial, ask one (and tell it later), enqueue one. The owned storage's numbers never collide
+    with theirs; they are in its mirror (the sampler sees them), marked as from outside until
+    hpo starts one; the finished ones are handed to the driver once each."""
+    study, storage = _owned(store)
+    ours = study.ask()
+    ours.suggest_float("x", 0, 1)
+    url = store.url.render_as_string(hide_password=False)
+    fresh = optuna.storages.RDBStorage(url)  # another process's view: none of hpo's state
+    try:
+        outside = optuna.load_study(study_name="s", storage=fresh)
+        x = optuna.distributions.FloatDistribution(0, 1)
+        outside.add_trial(optuna.trial.create_trial(params={"x": 0.25}, distributions={"x": x}, value=0.1))
+        asked = outside.ask({"x": x})
+        outside.enqueue_trial({"x": 0.75})
+
+        storage.sync()
+        mirror = study.get_trials(deepcopy=False)
+        assert [(t.number, t.state) for t in mirror] == [
+            (0, TrialState.RUNNING), (1, TrialState.COMPLETE), (2, TrialState.RUNNING), (3, TrialState.WAITING)]
+        assert [storage.is_outside(t._trial_id) for t in mirror] == [False, True, True, True]
+        assert [t.number for t in storage.take_outside_finished()] == [1]
+        assert storage.take_outside_finished() == []
+
+        enqueued = study.ask()  # the trial enqueued from outside runs next, and is hpo's now
+        assert enqueued.number == 3 and enqueued.suggest_float("x", 0, 1) == 0.75
+        assert not storage.is_outside(enqueued._trial_id)
+
+        outside.tell(asked, 0.3)  # the asker tells its trial while hpo still owns the study
+        outside.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions={"x": x}, value=0.2))
+        after = study.ask()  # no sync first: the insert itself finds trial 4 and numbers after it
+        assert after.number == 5
+        assert study.get_trials(deepcopy=False)[4].value == 0.2 and storage.is_outside(
+            study.get_trials(deepcopy=False)[4]._trial_id)
+        storage.sync()
+        assert sorted(t.number for t in storage.take_outside_finished()) == [2, 4]
+        assert study.get_trials(deepcopy=False)[2].state == TrialState.COMPLETE
+
+        study.tell(ours, 0.5)
+        stored = _db_trials(store)
+        assert [t.number for t in stored] == list(range(6))  # one trial per number
+        assert [t._trial_id for t in stored] == [t._trial_id for t in study.get_trials(deepcopy=False)]
+    finally:
+        fresh.engine.dispose()
 
 
 class _ReplyLost:

@@ -238,7 +238,9 @@ class StudyDriver:
                 # One trial at a time, then whatever reports arrived meanwhile: a worker waiting
                 # for a prune decision never waits behind several asks.
                 if self._may_dispatch(limit + ahead):
-                    self._dispatch(start=self.counts.running < limit)
+                    self._count_outside()  # trials from outside found meanwhile count first
+                    if self._may_dispatch(limit + ahead):
+                        self._dispatch(start=self.counts.running < limit)
                 if not self._running:
                     break
                 more = self._may_dispatch(limit + ahead)
@@ -391,6 +393,7 @@ class StudyDriver:
         if now >= self._next_flush:
             self._next_flush = now + self.flush_interval
             self.recorder.flush()
+            self.recorder.sync_outside()  # trials Optuna's tools added or told meanwhile
 
     def _stop_overdue(self) -> None:
         """Cancel trials running past trial_timeout and record them as failed."""
@@ -607,10 +610,33 @@ class StudyDriver:
         if self.schedule is not None:
             self._enqueue_segments(self.schedule.recover(self.recorder.trials()))
 
+    def _count_outside(self) -> None:
+        """Count the trials Optuna's tools added to the study (or finished) while it runs, as
+        `_recover` counts those added before: towards the budget and the best, not towards the
+        failure limit. They are found by the once-a-second sync and by inserts; before the
+        dispatch that would use up the budget the database is looked at once more, so one that
+        finished within that second is not run past."""
+        n_trials = self.spec.n_trials
+        if self.schedule is None and n_trials is not None and self.counts.finished + len(self._running) + 1 >= n_trials:
+            self.recorder.sync_outside()
+        for frozen in self.recorder.outside_finished():
+            if frozen.state == TrialState.COMPLETE:
+                self.counts.complete += 1
+                self._update_best(frozen)
+            elif frozen.state == TrialState.PRUNED:
+                self.counts.pruned += 1
+            else:
+                self.counts.failed += 1
+            if self.observer:
+                self.observer.trial_finished(frozen, self.counts, self.best)
+
     def _fail_orphans(self) -> None:
         """A trial left RUNNING that this driver does not run (e.g. an ask whose reply was lost
-        in a database outage and was retried) is failed, so nothing stays RUNNING."""
+        in a database outage and was retried) is failed, so nothing stays RUNNING. A trial asked
+        from outside (`optuna ask`) is its asker's to tell, and is left alone."""
         for frozen in self.recorder.trials(states=(TrialState.RUNNING,)):
+            if self.recorder.is_outside(id_of(frozen)):
+                continue
             self.recorder.fail(id_of(frozen), frozen.number, "orphaned: never dispatched (store outage)",
                                stopped=True)
 
@@ -619,7 +645,8 @@ class StudyDriver:
         sampler) is failed too, so a study that ends FAILED keeps nothing RUNNING."""
         try:
             for frozen in self.recorder.trials(states=(TrialState.RUNNING,)):
-                self.recorder.fail(id_of(frozen), frozen.number, reason, stopped=True)
+                if not self.recorder.is_outside(id_of(frozen)):
+                    self.recorder.fail(id_of(frozen), frozen.number, reason, stopped=True)
             self.recorder.flush()
         except Exception:  # the database may be what failed; the next owner cleans up
             pass

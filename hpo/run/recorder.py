@@ -265,6 +265,23 @@ class StudyRecorder:
         """True once the sampler said it has nothing left to sample."""
         return stop_requested(self.study)
 
+    def sync_outside(self) -> None:
+        """Look for what Optuna's tools wrote to the study meanwhile (the owned storage only)."""
+        sync = getattr(self.storage, "sync", None)
+        if sync is not None:
+            self._retrying("read", sync)
+
+    def outside_finished(self) -> list[FrozenTrial]:
+        """Trials from outside (Optuna's tools) found finished since the last call, by a sync or
+        a new trial's insert. Only the owned storage tracks them; on Optuna's own storage, none."""
+        take = getattr(self.storage, "take_outside_finished", None)
+        return list(take()) if take is not None else []
+
+    def is_outside(self, trial_id: int) -> bool:
+        """Whether the trial was written by someone else (Optuna's tools) while this run owns it."""
+        check = getattr(self.storage, "is_outside", None)
+        return bool(check(trial_id)) if check is not None else False
+
     def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
         return self._retrying("read", lambda: self.study.get_trials(deepcopy=False, states=states))
 

@@ -13,10 +13,18 @@ trial (its parameters are stored before it runs) and at least once per flush int
 reports of running trials), so a reader of the database lags by at most that interval. Other studies in the store
 are passed straight through.
 
-New trials are numbered from the mirror (the driver is the only writer) and inserted in one
-statement, committed with whatever is queued: no study lock, count query and number update per
-trial as Optuna's own path needs between concurrent writers. Enqueued trials (a template) take
-Optuna's path.
+New trials are inserted in one statement, committed with whatever is queued, and numbered from
+the study's trial count read in the same transaction (on a server, under the study row's lock,
+as Optuna's own path takes it). Enqueued trials (a template) take Optuna's path.
+
+Optuna's own tools may still add to the study while it runs (`study.add_trial`, `optuna ask`,
+`enqueue_trial` from a script or optuna-dashboard): such trials are taken into the mirror when
+the study's count shows them (every new trial's insert, and `sync`, which the driver calls once
+per flush interval), so numbers never collide,
+the sampler sees them and a trial enqueued from outside is run next. They stay marked as from
+outside (`is_outside`) until this storage starts one of them (an enqueued one); their state is
+re-read at each `sync` until they finish, and `take_outside_finished` hands the finished ones
+to the driver, which counts them as the study's.
 
 Repeating a write before it is flushed replaces the queued one, so a write retried after a
 store outage is queued once; a flush whose transaction committed but whose reply was lost is
@@ -32,6 +40,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+import sqlalchemy as sa
 from optuna.distributions import BaseDistribution, check_distribution_compatibility, distribution_to_json
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RDBStorage
@@ -63,10 +72,13 @@ class OwnedStudyStorage(BaseStorage):
         self._by_id: dict[int, FrozenTrial] = {}
         self._distributions: dict[str, BaseDistribution] = {}  # each parameter's first distribution
         self._unsure = False  # a trial's insert failed: it may have committed all the same
+        self._outside: set[int] = set()  # ids of trials someone else wrote to the study meanwhile
+        self._outside_finished: list[FrozenTrial] = []  # of those, finished and not yet taken
         # Our own sessions: Optuna's thread-local one is committed by any Optuna call in between.
         # the queue of writes not yet in the database; hpo's own rows (deferred by the recorder)
         # commit in the same transactions as the study's
-        self.queue = WriteQueue(sessionmaker(bind=engine if engine is not None else backend.engine))
+        self._sessions = sessionmaker(bind=engine if engine is not None else backend.engine)
+        self.queue = WriteQueue(self._sessions)
         for trial in backend.get_all_trials(self.study_id, deepcopy=False):
             self._remember(trial)
 
@@ -155,13 +167,17 @@ class OwnedStudyStorage(BaseStorage):
         if template_trial is not None:  # an enqueued or added trial: Optuna's own path (rare)
             frozen = self.backend.get_trial(self.backend.create_new_trial(study_id, template_trial))
         else:
-            frozen = self.queue.write(partial(self._insert_trial, len(self._trials), datetime.now()))
+            frozen = self.queue.write(partial(self._insert_trial, datetime.now()))
         self._unsure = False
+        self._adopt(frozen.number)  # trials added from outside since the last look come before it
         self._remember(frozen)
         return id_of(frozen)
 
-    def _insert_trial(self, number: int, start: datetime, session: Session) -> FrozenTrial:
+    def _insert_trial(self, start: datetime, session: Session) -> FrozenTrial:
         table = models.TrialModel.__table__
+        # On a server, under the study row's lock (as Optuna's own path takes it), so a trial
+        # Optuna's tools create meanwhile waits; SQLite has one writer at a time anyway.
+        number = self._count(session, lock=session.get_bind().dialect.name != "sqlite")
         result = session.execute(
             table.insert().values(study_id=self.study_id, number=number, state=TrialState.RUNNING,
                                   datetime_start=start)
@@ -171,6 +187,54 @@ class OwnedStudyStorage(BaseStorage):
             datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
             intermediate_values={}, trial_id=result.inserted_primary_key[0],
         )
+
+    def _count(self, session: Session, lock: bool = False) -> int:
+        """The study's trial count in the database: one statement, taking the study row's lock
+        with it when ``lock``."""
+        trials, studies = models.TrialModel.__table__, models.StudyModel.__table__
+        count = sa.select(sa.func.count()).select_from(trials).where(trials.c.study_id == self.study_id)
+        query = sa.select(count.scalar_subquery()).where(studies.c.study_id == self.study_id)
+        return int(session.execute(query.with_for_update() if lock else query).scalar_one())
+
+    def sync(self) -> None:
+        """Take in what Optuna's tools wrote to the study since the last look: trials added
+        (into the mirror, marked as from outside) and the state of those not finished yet."""
+        with self._sessions() as session:
+            count = self._count(session)
+        self._adopt(count)
+        for trial_id in [i for i in self._outside if not self._by_id[i].state.is_finished()]:
+            fresh = self.backend.get_trial(trial_id)
+            if fresh.state != self._by_id[trial_id].state:
+                self._replace(fresh)
+                if fresh.state.is_finished():
+                    self._outside_finished.append(fresh)
+
+    def _adopt(self, upto: int) -> None:
+        """Trials numbered from the mirror's end up to ``upto`` (excluded) were written by someone
+        else: remember them, marked as from outside."""
+        if upto <= len(self._trials):
+            return
+        known = len(self._trials)
+        found = sorted((t for t in self.backend.get_all_trials(self.study_id, deepcopy=False)
+                        if known <= t.number < upto), key=lambda t: t.number)
+        for trial in found:
+            self._remember(trial)
+            self._outside.add(id_of(trial))
+            if trial.state.is_finished():
+                self._outside_finished.append(trial)
+
+    def _replace(self, trial: FrozenTrial) -> None:
+        self._trials[trial.number] = trial
+        self._by_id[id_of(trial)] = trial
+
+    def is_outside(self, trial_id: int) -> bool:
+        """Whether someone else wrote this trial (and this storage has not started it)."""
+        return trial_id in self._outside
+
+    def take_outside_finished(self) -> list[FrozenTrial]:
+        """Trials from outside found finished since the last call (each is handed out once)."""
+        taken, self._outside_finished = self._outside_finished, []
+        return taken
 
     def _catch_up(self) -> None:
         """After a trial's insert failed (a store outage), read back trials it may have created
@@ -248,6 +312,8 @@ class OwnedStudyStorage(BaseStorage):
             self.queue.drop(trial_id)
             self._change(trial, state=self.backend.get_trial(trial_id).state)
             raise
+        if state == TrialState.RUNNING:
+            self._outside.discard(trial_id)  # a trial enqueued from outside, started here: ours now
         changes: dict[str, Any] = {"state": state}
         if values is not None:
             changes["values"] = list(values)
