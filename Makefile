@@ -37,7 +37,7 @@ test-oldest-optuna:
 	.venv-oldest/bin/python -m pip install --quiet -c constraints.txt "optuna==$(OLDEST_OPTUNA)" sqlalchemy pytest
 	.venv-oldest/bin/python -m pip install --quiet --no-deps -e .
 	.venv-oldest/bin/python -m pytest --noconftest -p no:cacheprovider -q \
-		tests/test_owned_storage_contract.py tests/test_owned_storage_differential.py
+		tests/store/test_owned_storage_contract.py tests/store/test_owned_storage_differential.py
 
 dashboard: install
 	$(BIN)/hpo dashboard --storage sqlite:///demo.db

@@ -1,4 +1,5 @@
-"""Headless Debian chromium driven by selenium, for the tests that look at pages as a person would.
+"""Headless Debian chromium driven by selenium, for the tests that look at pages as a person would,
+and one request straight through a WSGI app (`wsgi_call`), as the browser's would arrive.
 
 Outside CI a missing browser skips the test with the reason; under CI=true it fails
 (.ci/install-browser installs chromium and chromedriver; nothing downloads a browser).
@@ -7,9 +8,12 @@ Outside CI a missing browser skips the test with the reason; under CI=true it fa
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from wsgiref.util import setup_testing_defaults
 
 import pytest
 
@@ -50,3 +54,14 @@ def headless_chromium(tmp_path: Path, *, console_logs: bool = False) -> Iterator
         yield driver
     finally:
         driver.quit()
+
+
+def wsgi_call(app, method: str, path: str, body: dict | None = None) -> tuple[str, bytes]:
+    """One request through the real WSGI app, as the browser's would arrive."""
+    data = json.dumps(body).encode() if body is not None else b""
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "CONTENT_TYPE": "application/json",
+               "CONTENT_LENGTH": str(len(data)), "wsgi.input": io.BytesIO(data)}
+    setup_testing_defaults(environ)
+    status = []
+    chunks = app(environ, lambda s, headers, exc_info=None: status.append(s))
+    return status[0], b"".join(chunks)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import optuna
 from optuna.trial import TrialState
 
 from hpo.run.driver import StudyDriver
 from hpo.spec.study import parse_spec
+from hpo.store.jobs import utcnow
 from hpo.store.owned_storage import OwnedStudyStorage
+from hpo.store.schema import jobs as jobs_table
 
 from conftest import TESTS_DIR
 
@@ -102,3 +105,10 @@ def stop_when_file_appears(flag) -> threading.Event:
 
     threading.Thread(target=watch, daemon=True).start()
     return stop
+
+
+def expire_lease(store, name: str) -> None:
+    """Make the study's job lease lapse now, as a serve that stopped renewing leaves it."""
+    with store.engine.begin() as conn:
+        conn.execute(jobs_table.update().where(jobs_table.c.study_name == name)
+                     .values(lease_expires_at=utcnow() - timedelta(seconds=1)))

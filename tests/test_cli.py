@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import optuna
 import pytest
@@ -15,23 +13,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from conftest import REPO, TESTS_DIR
+from shell import HPO, SECRET, assert_one_line_error, hpo, with_password
 
-HPO = str(Path(sys.executable).parent / "hpo")
 EXAMPLE = REPO / "examples" / "digits-mlp.yaml"
-SECRET = "pw-never-shown-4711"
-
-
-def hpo(*args: str, cwd: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HPO_STORAGE"}
-    return subprocess.run(
-        [HPO, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
-    )
-
-
-def with_password(url: str) -> str:
-    return make_url(url).set(password=SECRET).render_as_string(hide_password=False)
-
-
 @pytest.mark.parametrize("backend", ["ray", "local"])
 def test_no_database_password_reaches_a_worker(postgres_url, tmp_path, backend):
     """HPO_STORAGE as the README's service mode sets it: the trials (and Ray's processes, which
@@ -156,14 +140,6 @@ BAD_SPECS = {
         "objective 'no_such_pkg.train:objective' cannot be imported: ModuleNotFoundError",
     ),
 }
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, expected: str) -> None:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
-    assert result.stdout == ""
 
 
 @pytest.mark.parametrize("case", sorted(BAD_SPECS))

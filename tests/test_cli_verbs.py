@@ -22,51 +22,15 @@ from sqlalchemy.engine import make_url
 
 from hpo import api
 
+from serves import write_spec
+from shell import HPO, SECRET, as_json, assert_one_line_error, hpo, hpo_many, ok, with_password
 from studies import make_spec
-from test_cli import HPO, SECRET, assert_one_line_error, hpo, with_password
-from test_service import write_spec
 
 # Studies in the shared store, made once per module.
 DONE, DONE_N = "done", 4  # completed, read-only: list, status, best, trials, export, cancel error
 MORE, MORE_N = "more", 3  # completed: resume --n-trials raises its budget
 DOOMED = "doomed"  # completed: deleted by test_delete_asks_first_and_deletes_with_yes
 MO, MO_N = "mo", 6  # completed multi-objective (Pareto front)
-
-
-def hpo_many(*commands: list[str], stdins: list[str] | None = None, timeout: float = 120) -> list[subprocess.CompletedProcess]:
-    """Run several independent `hpo` commands at once (each pays ~1 s of imports); results in order.
-
-    Like test_cli.hpo, but stdin is given (empty unless ``stdins`` says otherwise, so a prompt
-    can never hang) and COLUMNS is wide: piped, rich draws 80 columns and elides cells
-    (`complet…`), which tables with several columns need more than.
-    """
-    env = {k: v for k, v in os.environ.items() if k != "HPO_STORAGE"}
-    env["COLUMNS"] = "200"
-    stdins = stdins or [""] * len(commands)
-    procs = [
-        subprocess.Popen([HPO, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=env)
-        for args in commands
-    ]
-    results = []
-    for args, proc, stdin in zip(commands, procs, stdins):
-        try:
-            out, err = proc.communicate(stdin, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            raise
-        results.append(subprocess.CompletedProcess([HPO, *args], proc.returncode, out, err))
-    return results
-
-
-def ok(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
-    return result.stdout
-
-
-def as_json(result: subprocess.CompletedProcess):
-    return json.loads(ok(result))
 
 
 def load(url: str, name: str) -> optuna.Study:

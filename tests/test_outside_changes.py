@@ -26,9 +26,8 @@ from hpo.run.service import Server
 from hpo.store.database import Store
 from hpo.store.jobs import Jobs, JobState
 
+from shell import as_json, assert_one_line_error, hpo_many, ok
 from studies import make_spec
-from test_cli import assert_one_line_error
-from test_cli_verbs import as_json, hpo_many, ok
 
 OPTUNA = str(Path(sys.executable).parent / "optuna")
 

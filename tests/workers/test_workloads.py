@@ -363,7 +363,7 @@ def test_relative_dataset_path_is_found_in_the_spec_folder(tmp_path, monkeypatch
 
 def test_missing_target_column_is_refused_before_anything_is_written(tmp_path):
     """Through the installed `hpo` script: one clear line, exit 2, no store created."""
-    from test_cli import assert_one_line_error, hpo
+    from shell import assert_one_line_error, hpo
 
     shutil.copy(CHURN, tmp_path / "churn.csv")
     spec = tmp_path / "bad-target.yaml"

@@ -21,51 +21,9 @@ from hpo import api
 
 from conftest import TESTS_DIR
 from ray_cluster import processes_under, ray_start_cluster
+from serves import QUICK, start_serve, stop, wait_finished, write_spec
+from shell import HPO, SECRET, assert_one_line_error, hpo
 from studies import make_spec
-from test_cli import HPO, SECRET, assert_one_line_error, hpo
-
-QUICK = """\
-name: {name}
-objective: builtin:branin
-objective_args: {{steps: 4, delay: 0.05}}
-search_space: branin
-sampler: random
-n_trials: {n}
-max_concurrent_trials: 2
-seed: {seed}
-"""
-
-
-def write_spec(tmp_path: Path, name: str, n: int = 6, seed: int = 0) -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(QUICK.format(name=name, n=n, seed=seed))
-    return path
-
-
-def start_serve(url: str, *args: str, log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "HPO_STORAGE"} | (extra_env or {})
-    return subprocess.Popen([HPO, "serve", "--storage", url, "--poll", "0.5", *args],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-
-
-def stop(proc: subprocess.Popen, timeout: float = 60) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-
-
-def wait_finished(url: str, names: list[str], timeout: float) -> dict[str, str]:
-    deadline = time.monotonic() + timeout
-    states = {}
-    while time.monotonic() < deadline:
-        states = {n: api.status(n, storage=url).state for n in names}
-        if all(s in ("COMPLETED", "FAILED", "CANCELLED") for s in states.values()):
-            break
-        time.sleep(0.3)
-    return states
 
 
 def serve_slow_study(tmp_path: Path, url: str, n: int, seed: int, delay: float,
@@ -213,7 +171,7 @@ def test_a_serve_never_claims_again_a_study_it_runs_when_its_own_lease_lapsed(st
     from hpo.run.service import Server
     from hpo.store.jobs import Jobs
 
-    from test_jobs import _expire_lease
+    from studies import expire_lease
 
     store.upgrade()
     Jobs(store.engine).create("mine", "{}")
@@ -224,7 +182,7 @@ def test_a_serve_never_claims_again_a_study_it_runs_when_its_own_lease_lapsed(st
     driver.start()
     try:
         server._threads[job.study_name] = driver
-        _expire_lease(store, "mine")
+        expire_lease(store, "mine")
         server.claim_more(threading.Event())
         assert server._threads == {"mine": driver}  # no second driver
         assert server.jobs.get("mine").owner == server.owner

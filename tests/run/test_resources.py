@@ -82,7 +82,7 @@ resources: {gpu: 1%s}
 
 def test_gpu_on_a_cluster_without_gpus(tmp_path):
     """A fresh local Ray on this machine has no GPUs: refused, or run on CPUs when allowed."""
-    from test_cli import HPO, assert_one_line_error
+    from shell import HPO, assert_one_line_error
 
     spec = tmp_path / "gpu.yaml"
     spec.write_text(GPU_SPEC % "")

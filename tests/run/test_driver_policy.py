@@ -2,7 +2,7 @@
 
 Optuna and SQLite are real; only what runs the trials (hpo's TrialBackend seam) and time (its
 Clock seam) are simulated, so budgets, retries, limits, timeouts, cancel and lease loss are
-checked exactly. tests/test_driver.py and tests/test_faults.py run the same policy on Ray.
+checked exactly. tests/run/test_driver.py and tests/run/test_faults.py run the same policy on Ray.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Optuna's own storage contract (optuna.testing.pytest_storages.StorageTestCase, its trial-level
-cases) run against hpo's owned storage (tests/test_owned_storage_differential.py compares what
+cases) run against hpo's owned storage (tests/store/test_owned_storage_differential.py compares what
 it writes with what Optuna's RDBStorage writes).
 
 The owned storage owns one named study; the contract creates studies of its own, so a thin

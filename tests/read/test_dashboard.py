@@ -22,9 +22,9 @@ from sqlalchemy.engine import make_url
 from hpo import api
 from hpo.store.database import Store
 
-from browser import headless_chromium
+from browser import headless_chromium, wsgi_call
 from conftest import REPO
-from test_cli import assert_one_line_error
+from shell import assert_one_line_error
 
 HPO = str(Path(sys.executable).parent / "hpo")
 EXAMPLE = REPO / "examples" / "digits-mlp.yaml"
@@ -231,20 +231,6 @@ def test_port_in_use_is_one_line(tmp_path):
     assert_one_line_error(result, "cannot listen on 127.0.0.1:")
 
 
-def _call(app, method: str, path: str, body: dict | None = None) -> tuple[str, bytes]:
-    """One request through the real WSGI app, as the browser's would arrive."""
-    import io
-    from wsgiref.util import setup_testing_defaults
-
-    data = json.dumps(body).encode() if body is not None else b""
-    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "CONTENT_TYPE": "application/json",
-               "CONTENT_LENGTH": str(len(data)), "wsgi.input": io.BytesIO(data)}
-    setup_testing_defaults(environ)
-    status = []
-    chunks = app(environ, lambda s, headers, exc_info=None: status.append(s))
-    return status[0], b"".join(chunks)
-
-
 def test_a_read_only_dashboard_changes_nothing_a_writable_one_would(tmp_path):
     import optuna
 
@@ -256,14 +242,14 @@ def test_a_read_only_dashboard_changes_nothing_a_writable_one_would(tmp_path):
     study_id = store.optuna.get_study_id_from_name("watched")
     tell = f"/api/trials/{running._trial_id}/tell"
     guarded = build_app(store, writable=False)
-    assert _call(guarded, "GET", "/api/studies")[0].startswith("200")
-    status, body = _call(guarded, "POST", tell, {"state": "Complete", "values": [1.0]})
+    assert wsgi_call(guarded, "GET", "/api/studies")[0].startswith("200")
+    status, body = wsgi_call(guarded, "POST", tell, {"state": "Complete", "values": [1.0]})
     assert status.startswith("403") and b"read-only" in body
-    assert _call(guarded, "DELETE", f"/api/studies/{study_id}")[0].startswith("403")
+    assert wsgi_call(guarded, "DELETE", f"/api/studies/{study_id}")[0].startswith("403")
     assert optuna.load_study(study_name="watched", storage=store.optuna).trials[0].state.name == "RUNNING"
     # The same requests do change the store through a writable one: the 403 is what stopped them.
     writable = build_app(store, writable=True)
-    assert _call(writable, "POST", tell, {"state": "Complete", "values": [1.0]})[0][:1] == "2"
+    assert wsgi_call(writable, "POST", tell, {"state": "Complete", "values": [1.0]})[0][:1] == "2"
     assert optuna.load_study(study_name="watched", storage=store.optuna).trials[0].state.name == "COMPLETE"
     store.dispose()
 

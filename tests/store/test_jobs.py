@@ -9,6 +9,8 @@ import sqlalchemy as sa
 from hpo.store.jobs import Jobs, JobState, utcnow
 from hpo.store.schema import jobs as jobs_table
 
+from studies import expire_lease
+
 
 def _queued(store, name: str = "s") -> Jobs:
     store.upgrade()
@@ -71,19 +73,13 @@ def test_a_store_migrated_before_the_crash_columns_is_still_readable(store):
     assert jobs.get("s").state == JobState.QUEUED
 
 
-def _expire_lease(store, name: str) -> None:
-    with store.engine.begin() as conn:
-        conn.execute(jobs_table.update().where(jobs_table.c.study_name == name)
-                     .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
-
-
 def test_a_lapsed_lease_is_claimable_except_by_the_owner_that_runs_it(store):
     """A serve whose renewal came late (a loaded machine, a short lease) must not start a second
     driver of a study it runs: it passes the studies it runs as ``skip``; anyone else takes it over."""
     jobs = _queued(store, "a")
     jobs.create("b", "{}")
     assert jobs.claim_next("me", 2).study_name == "a"
-    _expire_lease(store, "a")
+    expire_lease(store, "a")
     assert jobs.claim_next("me", 2, skip={"a"}).study_name == "b"  # the next one, not its own again
     assert jobs.claim_next("me", 2, skip={"a", "b"}) is None
     assert jobs.get("a").owner == "me"
@@ -107,7 +103,7 @@ def test_a_driver_that_starts_after_its_lease_was_taken_over_writes_nothing(stor
     jobs = _queued(store, "late")
     optuna.create_study(study_name="late", storage=store.optuna)
     assert jobs.claim("late", "me", 2)
-    _expire_lease(store, "late")
+    expire_lease(store, "late")
     assert jobs.claim("late", "other", 30)
     with pytest.raises(LeaseLost):
         run_job(store, spec, "me", lease_s=2)

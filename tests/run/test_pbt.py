@@ -95,9 +95,7 @@ def test_hpo_run_of_a_pb2_spec_hpo_best_gives_the_winning_schedule_and_the_repor
     `hpo report` with the population's lineage and the best member's schedule."""
     import json
 
-    from test_report import embedded_data
-
-    from test_cli import hpo
+    from shell import embedded_data, hpo
 
     spec = tmp_path / "pbt.yaml"
     spec.write_text(
@@ -119,7 +117,7 @@ def test_hpo_run_of_a_pb2_spec_hpo_best_gives_the_winning_schedule_and_the_repor
 
 
 def test_a_bad_schedule_from_the_shell_is_one_line_exit_2_and_writes_nothing(tmp_path):
-    from test_cli import hpo
+    from shell import hpo
 
     spec = tmp_path / "bad.yaml"
     spec.write_text("name: bad\nobjective: builtin:branin\nsearch_space: branin\nn_trials: 4\n"

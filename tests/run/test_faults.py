@@ -17,9 +17,9 @@ from hpo import api
 from hpo.store.schema import trial_attempts
 
 from conftest import IN_CI
+from serves import start_serve, stop, wait_finished
+from shell import hpo
 from studies import make_spec
-from test_cli import hpo
-from test_service import start_serve, stop, wait_finished
 
 
 def attempts(url: str, study: str) -> list[dict]:

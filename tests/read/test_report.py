@@ -16,15 +16,14 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
-from test_dashboard import hpo
 
 from hpo import api
-from hpo.read.report import DATA_ID, SLICE_PARAMS, build_figures, timeline_lanes, trial_gap, write_report
+from hpo.read.report import SLICE_PARAMS, build_figures, timeline_lanes, trial_gap, write_report
 
 from browser import CHROMIUM, headless_chromium
 from conftest import IN_CI, REPO
+from shell import assert_one_line_error, embedded_data, hpo
 from studies import make_spec
-from test_cli import assert_one_line_error
 
 EXAMPLE = REPO / "examples" / "digits-mlp.yaml"
 ARTIFACTS = REPO / "test-artifacts"
@@ -35,12 +34,6 @@ HAVE_CHROME = CHROMIUM.exists() or bool(shutil.which("chromium") or shutil.which
 
 def load(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=url)
-
-
-def embedded_data(page: str) -> dict:
-    match = re.search(rf'<script type="application/json" id="{DATA_ID}">(.*?)</script>', page, re.S)
-    assert match, "no embedded report data"
-    return json.loads(match.group(1).replace("<\\/", "</"))
 
 
 def figure(files, key):

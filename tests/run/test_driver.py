@@ -146,10 +146,10 @@ def test_a_running_trial_finished_from_optuna_dashboard_is_neither_lost_nor_run_
     import threading
     import time
 
-    from test_dashboard import _call
-
     from hpo.read.dashboard import build_app
     from hpo.run.local_backend import LocalBackend
+
+    from browser import wsgi_call
 
     spec = make_spec(name="told-by-hand", objective="objectives:pid_writer", sampler="random", n_trials=6,
                      search_space={"x": {"type": "float", "low": 0, "high": 1}},
@@ -164,7 +164,7 @@ def test_a_running_trial_finished_from_optuna_dashboard_is_neither_lost_nor_run_
             time.sleep(0.05)
         study_id = store.optuna.get_study_id_from_name("told-by-hand")
         trial_id = store.optuna.get_trial_id_from_study_id_trial_number(study_id, 1)
-        told.append(_call(app, "POST", f"/api/trials/{trial_id}/tell", {"state": "Complete", "values": [123.0]})[0])
+        told.append(wsgi_call(app, "POST", f"/api/trials/{trial_id}/tell", {"state": "Complete", "values": [123.0]})[0])
 
     thread = threading.Thread(target=tell_trial_one_by_hand)
     thread.start()

@@ -13,7 +13,8 @@ from hpo.errors import HpoError
 from hpo.spec.space import CategoricalParam, FloatParam, IntParam, SearchSpace
 from hpo.spec.study import StudySpec, load_spec, parse_spec
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 EXAMPLE = REPO / "examples" / "digits-mlp.yaml"
 
 MLP_PARAMS = [

@@ -22,8 +22,8 @@ from hpo.run.local_backend import LocalBackend
 from hpo.spec.study import parse_spec
 
 from conftest import TESTS_DIR
+from shell import HPO
 from studies import assert_exact_budget, assert_stopped_at_decision, assert_warm_workers, make_spec, new_study
-from test_cli import HPO
 
 X = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
 
