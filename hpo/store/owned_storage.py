@@ -199,12 +199,17 @@ class OwnedStudyStorage(BaseStorage):
     def sync(self) -> None:
         """Take in what Optuna's tools wrote to the study since the last look: trials added
         (into the mirror, marked as from outside) and the state of those not finished yet."""
+        open_ids = [i for i in self._outside if not self._by_id[i].state.is_finished()]
+        table = models.TrialModel.__table__
         with self._sessions() as session:
             count = self._count(session)
+            states = dict(session.execute(  # one query, however many are open
+                sa.select(table.c.trial_id, table.c.state).where(table.c.trial_id.in_(open_ids))
+            ).all()) if open_ids else {}
         self._adopt(count)
-        for trial_id in [i for i in self._outside if not self._by_id[i].state.is_finished()]:
-            fresh = self.backend.get_trial(trial_id)
-            if fresh.state != self._by_id[trial_id].state:
+        for trial_id, state in states.items():
+            if state != self._by_id[trial_id].state:  # told or started meanwhile: read it whole
+                fresh = self.backend.get_trial(trial_id)
                 self._replace(fresh)
                 if fresh.state.is_finished():
                     self._outside_finished.append(fresh)
