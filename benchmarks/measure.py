@@ -31,21 +31,35 @@ class Finished:
     stdouts: list[str]
     stderrs: list[str]
     codes: list[int]
+    setup_s: float = 0.0  # the ``first`` command's share of wall_s (e.g. `optuna create-study`)
 
 
 class CommandFailed(RuntimeError):
     pass
 
 
-def run_from_shell(commands: list[list[str]], *, env: dict[str, str], cwd: Path, timeout_s: float) -> Finished:
+def run_from_shell(commands: list[list[str]], *, env: dict[str, str], cwd: Path, timeout_s: float,
+                   first: list[str] | None = None) -> Finished:
     """Start ``commands`` at once, each a fresh process (like a user's terminals), wait for all.
 
-    A command that fails, or outlives ``timeout_s``, stops the others (their whole process groups)
-    and raises CommandFailed with the end of its stderr.
+    ``first``: a command the user runs to its end before those (`optuna create-study`); its time
+    and CPU are the run's too (``setup_s`` says how much). A command that fails, or outlives
+    ``timeout_s``, stops the others (their whole process groups) and raises CommandFailed with the
+    end of its stderr.
     """
     outs = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in commands]
     procs: list[subprocess.Popen] = []
     cpu0, started, t0 = machine_cpu_s(), time.time(), time.monotonic()
+    setup_s = 0.0
+    if first is not None:
+        try:
+            done = subprocess.run(first, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise CommandFailed(f"{' '.join(first)}: still running after {timeout_s:.0f} s") from None
+        if done.returncode != 0:
+            tail = "\n".join(done.stderr.strip().splitlines()[-25:])
+            raise CommandFailed(f"{' '.join(first)} exited with {done.returncode}:\n{tail}")
+        setup_s = time.monotonic() - t0
     try:
         for cmd, (out, err) in zip(commands, outs):
             procs.append(subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd, start_new_session=True))
@@ -71,7 +85,7 @@ def run_from_shell(commands: list[list[str]], *, env: dict[str, str], cwd: Path,
         if code != 0:
             tail = "\n".join(err.strip().splitlines()[-25:])
             raise CommandFailed(f"{' '.join(cmd)} exited with {code}:\n{tail}")
-    return Finished(started, wall, cpu, [o for o, _ in texts], [e for _, e in texts], codes)
+    return Finished(started, wall, cpu, [o for o, _ in texts], [e for _, e in texts], codes, setup_s)
 
 
 @dataclass
