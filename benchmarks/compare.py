@@ -5,8 +5,8 @@ from the shell per run, on the same study spec, measured the same way.
                                    machine with no GPU asked, trials run in local worker processes)
   hpo-ray-sqlite                   the same with `--backend ray` (it starts its own Ray runtime)
   optuna-sqlite / optuna-postgres  distributed Optuna as its docs show it: one
-                                   `python peers/optuna_peer.py` per slot, started together on a
-                                   study created beforehand (not timed), `study.optimize` on the
+                                   `python peers/optuna_peer.py` per slot, started together once
+                                   `optuna create-study` made the study (timed), `study.optimize` on the
                                    same RDB storage with a global MaxTrialsCallback budget
   raytune                          `python peers/raytune_peer.py`: its own `ray.init`, a Tuner with
                                    OptunaSearch (TPE, same seed) and ASHAScheduler
