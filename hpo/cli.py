@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import signal
 import sys
@@ -131,6 +132,14 @@ def main() -> None:
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
+    finally:
+        # The command is done; what is left is the interpreter's teardown, which frees the objects
+        # of some 900 modules (Optuna, SQLAlchemy, numpy, pydantic) while the garbage collector
+        # walks them over and over: 0.2-0.25 s of wall and CPU after every command on this
+        # project's machine. Frozen, they are freed without those walks (0.02 s). Exit handlers,
+        # flushes and thread joins run as before; only cycles among these objects are left to the
+        # operating system, which takes the whole process back a moment later.
+        gc.freeze()
     sys.exit(code if isinstance(code, int) else 0)
 
 

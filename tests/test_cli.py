@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import optuna
 import pytest
@@ -54,6 +55,27 @@ def test_a_ray_address_that_does_not_answer_is_one_line_at_once(tmp_path):
 def test_version():
     result = hpo("--version")
     assert result.returncode == 0 and result.stdout.strip() == "hpo, version 0.1.0"
+
+
+@pytest.mark.parametrize("args, code", [(["--version"], 0), (["status", "nowhere"], 2)])
+def test_the_entry_point_exits_with_exit_handlers_run_and_output_flushed(tmp_path, args, code):
+    """The console script skips the garbage collector's walks at teardown (gc.freeze), not the
+    teardown: exit handlers (logging, Ray, temporary files) still run, and output written but
+    not yet flushed still arrives, on success and on an error exit alike."""
+    marker = tmp_path / "atexit-ran"
+    probe = ("import atexit, pathlib, sys\n"
+             f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'ran')\n"
+             "sys.stdout = open(sys.stdout.fileno(), 'w', buffering=1 << 20, closefd=False)\n"
+             "print('buffered line')\n"
+             "from hpo.cli import main\n"
+             "sys.argv = ['hpo', *sys.argv[1:]]\n"
+             "main()\n")
+    env = {**os.environ, "HPO_STORAGE": f"sqlite:///{tmp_path / 'none.db'}"}
+    result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60,
+                            env=env)
+    assert result.returncode == code, result.stderr
+    assert result.stdout.startswith("buffered line\n")
+    assert marker.read_text() == "ran"
 
 
 def test_run_example_with_progress_on_sqlite(tmp_path):
