@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.store.artifacts import BucketArtifacts, StudyArtifacts
-from hpo.store.attrs import LINEAGE_ATTR
+from hpo.store.attrs import INFO_ATTR, LINEAGE_ATTR
 from hpo.store.published import publish
 
 log = logging.getLogger("hpo.run.driver")
@@ -45,10 +45,24 @@ class CheckpointKeeper:
     def latest(self, lineage: int) -> int | None:
         return self.artifacts.checkpoints(lineage).latest()
 
-    def recover(self, completed: list[FrozenTrial]) -> None:
-        """Learn the best completed trials of earlier runs of the study."""
-        for trial in completed:
+    def recover(self, trials: list[FrozenTrial]) -> int:
+        """Learn the best completed trials of earlier runs of the study, and remove the folders
+        that none of its trials wrote: a study deleted and created again under the same name can
+        get the same Optuna id (SQLite reuses the highest one; a database dropped and created
+        again starts from 1), hence the same folder, and a new trial must never resume an old
+        study's model. A lineage is this study's once hpo ran one of its trials (each records
+        its run; one its owner left RUNNING is failed, with that record, before this). How many
+        folders were removed."""
+        ours = {lineage_of(t) for t in trials if INFO_ATTR in t.user_attrs or t.state == TrialState.RUNNING}
+        strays = [lineage for lineage in self.artifacts.lineages() if lineage not in ours]
+        for lineage in strays:
+            self.artifacts.remove(lineage)
+        if strays:
+            log.warning("removed %d checkpoint folders in %s that no trial of this study wrote (left by a "
+                        "deleted study of the same name and id)", len(strays), self.artifacts.root)
+        for trial in trials:
             self._rank(trial)
+        return len(strays)
 
     def ended(self, trial: FrozenTrial, goes_on: bool) -> None:
         """A trial finished as ``trial`` says; ``goes_on``: another trial continues its lineage."""

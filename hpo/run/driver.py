@@ -606,7 +606,7 @@ class StudyDriver:
                 if not (frozen.user_attrs.get(INFO_ATTR) or {}).get("retried"):
                     self._terminal_failures += 1
         if self.checkpoints is not None:
-            self.checkpoints.recover(self.recorder.trials(states=(TrialState.COMPLETE,)))
+            self.checkpoints.recover(self.recorder.trials())
         if self.schedule is not None:
             self._enqueue_segments(self.schedule.recover(self.recorder.trials()))
 

@@ -4,9 +4,11 @@ A folder or an object store: the spec's ``checkpoints.path`` (a path, or an ``s3
 URL), else ``HPO_ARTIFACTS``, else next to a SQLite store (``hpo.db`` -> ``hpo-artifacts/``),
 else (a server database) under hpo's state folder on this machine. On a cluster name a path
 that every node mounts, or a bucket. Each study has a folder (a prefix) of its own,
-named by study and by its Optuna study id (a study deleted and created again under the same
-name never sees the old one's checkpoints), and in it one folder per lineage (a trial and the
-attempts or segments that continue it: ``trial-<number of the first>``).
+named by study and by its Optuna study id, and in it one folder per lineage (a trial and the
+attempts or segments that continue it: ``trial-<number of the first>``). An id can come back (a
+study deleted and created again under the same name on SQLite, a database dropped and created
+again), so the driver removes, as a study starts, every lineage folder none of its trials wrote
+(hpo.run.checkpoints): a new study never resumes an old one's model.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -188,6 +189,32 @@ def test_only_the_best_completed_trials_keep_checkpoints_when_the_study_ends(sto
     assert len(complete) >= 2
     assert artifacts.lineages() == sorted(t.number for t in complete[:2])
     assert all(artifacts.checkpoints(n).steps() == [3] for n in artifacts.lineages())
+
+
+def test_a_study_deleted_and_created_again_under_its_id_trains_from_scratch(store, tmp_path):
+    """SQLite gives a study created after the newest one's deletion the same id, so the same
+    checkpoint folder; its trials (same seed: the same parameters, so an old checkpoint would
+    load) train from the first epoch and the old study's folders are gone."""
+    spec = make_spec(objective="objectives:checkpointed", search_space=X, n_trials=3, max_concurrent_trials=1,
+                     sampler="random", objective_args={"workdir": str(tmp_path), "epochs": 3},
+                     checkpoints={"keep_best": 2})
+    old = new_study(store, spec)
+    driver, artifacts = _driver(store, spec, old, tmp_path)
+    assert driver.run().state == JobState.COMPLETED
+    old_params, kept = [t.params for t in old.trials], artifacts.lineages()
+    assert len(kept) == 2
+    optuna.delete_study(study_name=spec.name, storage=store.optuna)
+    (tmp_path / "epochs.log").unlink()
+
+    study = new_study(store, spec)
+    assert study_id_of(study) == study_id_of(old)
+    driver, artifacts = _driver(store, spec, study, tmp_path)
+    assert driver.run().state == JobState.COMPLETED
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert [t.params for t in study.trials] == old_params
+    assert sorted(_epochs(tmp_path)) == [(t, e) for t in range(3) for e in range(3)]
+    assert not any(t.user_attrs["hpo:run"].get("resumed_steps") for t in study.trials)
+    assert len(artifacts.lineages()) == 2 and all(artifacts.checkpoints(n).steps() == [2] for n in artifacts.lineages())
 
 
 def test_hpo_run_keeps_the_best_checkpoint_beside_the_database_and_delete_removes_it(tmp_path, monkeypatch):
