@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.store.artifacts import BucketArtifacts, StudyArtifacts
 from hpo.store.attrs import INFO_ATTR, LINEAGE_ATTR
-from hpo.store.published import publish
+from hpo.store.published import prepare, publish
 
 log = logging.getLogger("hpo.run.driver")
 
@@ -38,6 +38,7 @@ class CheckpointKeeper:
         self.keep_best = keep_best
         self._maximize = directions[0] == "maximize" if len(directions) == 1 else None
         self._best: list[tuple[float, int]] = []  # (value, lineage), best first
+        self._preparing = False
 
     def folder(self, lineage: int) -> str:
         return self.artifacts.location(lineage)
@@ -88,6 +89,12 @@ class CheckpointKeeper:
         if dropped != lineage:
             self.artifacts.remove(dropped)
         return dropped != lineage
+
+    def ending(self) -> None:
+        """The study runs its last trials: get ready to publish what it keeps."""
+        if self.study is not None and self.keep_best > 0 and not self._preparing:
+            self._preparing = True
+            prepare()
 
     def study_ended(self, trials: list[FrozenTrial], pareto: list[FrozenTrial]) -> int:
         """Remove every folder the policy does not keep; how many were removed."""

@@ -246,6 +246,8 @@ class StudyDriver:
                 more = self._may_dispatch(limit + ahead)
                 if not more:  # workers freed but not relaunched are not needed now
                     self.backend.release_spare()
+                    if self.checkpoints is not None and len(self._running) < limit:
+                        self.checkpoints.ending()  # a slot is idle: the last trials run
                 events = self.backend.poll(0.0 if more else self.poll_interval)
                 if events.reports:
                     self._answer_reports(events.reports)

@@ -11,10 +11,13 @@ deletes an artifact. `hpo dashboard` serves every artifact root of the store's s
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import shutil
+import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -32,6 +35,22 @@ NAME_PREFIX = "checkpoint-trial-"
 # optuna.artifacts is imported where it is used: importing it imports boto3 and
 # google-cloud-storage where installed (a third of a second), which no CLI verb that reads a
 # study needs.
+
+
+def prepare() -> None:
+    """Import optuna.artifacts on a background thread, so that publishing at a study's end does
+    not wait for it; the driver calls this once a slot is idle with nothing left to run (its
+    last trials), when a CPU is free. A failed import is left to the publish to report."""
+    if "optuna.artifacts" in sys.modules:
+        return
+
+    def load() -> None:
+        try:
+            importlib.import_module("optuna.artifacts")
+        except Exception:  # noqa: BLE001 - publish imports it again and says why
+            pass
+
+    threading.Thread(target=load, name="hpo-publish-import", daemon=True).start()
 
 
 def _not_found() -> type[Exception]:

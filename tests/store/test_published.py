@@ -5,6 +5,8 @@ by `hpo delete`; from a folder and from a bucket."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from wsgiref.util import setup_testing_defaults
 
@@ -104,3 +106,25 @@ def test_a_study_that_keeps_no_checkpoint_publishes_nothing_and_creates_no_folde
     root = tmp_path / "artifacts"
     publish(study, str(root), {})
     assert published(study) == {} and not root.exists()
+
+
+def test_prepare_imports_optuna_artifacts_in_the_background_once(tmp_path):
+    """The driver calls ``prepare`` while its last trials run, so the study's end does not wait
+    for the import (boto3 and google-cloud-storage come with it where installed)."""
+    probe = (
+        "import sys, threading, time\n"
+        "from hpo.store.published import prepare\n"
+        "assert 'optuna.artifacts' not in sys.modules\n"
+        "prepare()\n"
+        "deadline = time.monotonic() + 60\n"
+        "while 'optuna.artifacts' not in sys.modules or not hasattr(sys.modules['optuna.artifacts'], 'upload_artifact'):\n"
+        "    assert time.monotonic() < deadline, 'never imported'\n"
+        "    time.sleep(0.01)\n"
+        "threads = threading.active_count()\n"
+        "prepare()\n"
+        "assert threading.active_count() <= threads  # no second import thread\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
