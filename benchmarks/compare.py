@@ -93,7 +93,8 @@ SMOKE_SYSTEMS = {
 }
 # Environment a user's shell would not hand these commands: this harness's own settings, or a
 # Ray cluster to join (every system starts its own, cold).
-SCRUBBED = ("RAY_ADDRESS", "HPO_RAY_ADDRESS", "HPO_BACKEND", "HPO_STORAGE", "HPO_BENCH_LOG", "OMP_NUM_THREADS")
+SCRUBBED = ("RAY_ADDRESS", "HPO_RAY_ADDRESS", "HPO_BACKEND", "HPO_STORAGE", "HPO_BENCH_LOG", "HPO_ARTIFACTS",
+            "OMP_NUM_THREADS")
 
 
 # ---------------------------------------------------------------------------- configuration
@@ -206,6 +207,9 @@ def run_system(system: str, workload: str, cfg: dict, seed: int, tmp: Path, time
         try:
             if system.startswith("hpo"):
                 backend = "ray" if system.startswith("hpo-ray") else "auto"
+                # kept checkpoints beside the run's files (on a server database they would go to
+                # this machine's state folder, ~/.local/state/hpo, and outlive the benchmark)
+                env["HPO_ARTIFACTS"] = str(tmp / "artifacts")
                 done, trials, timings = run_hpo(spec_path, spec, url, env, tmp, timeout_s, backend)
             else:
                 done, trials, timings = run_optuna(spec_path, spec, url, env, tmp, timeout_s)
