@@ -91,9 +91,12 @@ class CheckpointKeeper:
         return dropped != lineage
 
     def ending(self) -> None:
-        """The study runs its last trials: get ready to publish what it keeps."""
-        if self.study is not None and self.keep_best > 0 and not self._preparing:
-            self._preparing = True
+        """The study runs its last trials: get ready to publish what it keeps, if it keeps any
+        (an objective that does not checkpoint has no folder; looked at once)."""
+        if self.study is None or self.keep_best == 0 or self._preparing:
+            return
+        self._preparing = True
+        if self.artifacts.lineages():
             prepare()
 
     def study_ended(self, trials: list[FrozenTrial], pareto: list[FrozenTrial]) -> int:

@@ -105,6 +105,24 @@ def test_the_artifact_store_sits_next_to_a_sqlite_file_unless_named(tmp_path, mo
     assert artifact_root(Store(f"sqlite:///{tmp_path}/runs.db")) == "s3://bucket/runs?region=eu-west-1"
 
 
+def test_a_study_running_its_last_trials_prepares_publishing_once_and_only_when_it_keeps_checkpoints(
+        tmp_path, monkeypatch):
+    prepared: list[int] = []
+    monkeypatch.setattr("hpo.run.checkpoints.prepare", lambda: prepared.append(1))
+    artifacts = StudyArtifacts(tmp_path / "artifacts", "s", 1)
+    study = optuna.create_study(direction="maximize")
+    CheckpointKeeper(artifacts, 1, ["maximize"], study).ending()  # nothing written: nothing to publish
+    assert prepared == []
+    artifacts.checkpoints(0).save({"w": 1}, step=2)
+    keeper = CheckpointKeeper(artifacts, 1, ["maximize"], study)
+    keeper.ending()
+    keeper.ending()
+    assert prepared == [1]
+    CheckpointKeeper(artifacts, 0, ["maximize"], study).ending()  # keeps none
+    CheckpointKeeper(artifacts, 1, ["maximize"]).ending()  # publishes nowhere
+    assert prepared == [1]
+
+
 # -- resume instead of restart, on real worker processes ------------------------------------
 
 
