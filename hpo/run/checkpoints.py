@@ -59,8 +59,8 @@ class CheckpointKeeper:
         for lineage in strays:
             self.artifacts.remove(lineage)
         if strays:
-            log.warning("removed %d checkpoint folders in %s that no trial of this study wrote (left by a "
-                        "deleted study of the same name and id)", len(strays), self.artifacts.root)
+            log.warning("removed %d checkpoint folders in %s that no trial of this study wrote (left by an "
+                        "earlier study of the same name and id, since deleted)", len(strays), self.artifacts.root)
         for trial in trials:
             self._rank(trial)
         return len(strays)
