@@ -49,6 +49,7 @@ bench: install
 
 bench-smoke: install
 	$(BIN)/python benchmarks/compare.py --smoke --out $$(mktemp -d)
+	$(BIN)/python benchmarks/pooled.py
 
 clean:
 	rm -rf $(VENV) demo.db demo.db-wal demo.db-shm
