@@ -175,7 +175,7 @@ class StudyDriver:
             raise HpoError("schedule pbt and pruner promotion need checkpoints (an artifact store)")
         self.study = study
         self.spec = spec
-        self.recorder = StudyRecorder(study, owner=owner, engine=engine)
+        self.recorder = StudyRecorder(study, owner=owner, engine=engine, lease_s=lease_s)
         self.lease_s = lease_s
         self.observer = observer
         self.heartbeat = heartbeat
@@ -584,11 +584,20 @@ class StudyDriver:
     def _recover(self) -> None:
         """Fail (and retry) trials an earlier owner left RUNNING; count what earlier runs did.
 
-        This driver owns the study now (it holds the job's lease), so any RUNNING trial
-        belongs to an owner that died or was stopped: its worker's late result, if any, is
-        dropped when that owner tries to tell it (the trial is already finished then).
+        This driver owns the study now (it holds the job's lease), so a RUNNING trial that hpo
+        started (it has an attempt row, written in the transaction that started it) belongs to
+        an owner that died or was stopped: its worker's late result, if any, is dropped when
+        that owner tries to tell it (the trial is already finished then). A RUNNING trial
+        without one was started by Optuna's tools (`optuna ask`): it is left to its asker and
+        counted when it finishes, as trials added during a run are. (On Optuna's own storage,
+        where the row follows the start, every RUNNING trial is taken for hpo's.)
         """
-        for frozen in self.recorder.trials(states=(TrialState.RUNNING,)):
+        running = self.recorder.trials(states=(TrialState.RUNNING,))
+        ours = self.recorder.started_here([t.number for t in running])  # None: cannot tell
+        for frozen in running:
+            if ours is not None and frozen.number not in ours:
+                self.recorder.mark_outside(id_of(frozen))  # `optuna ask`: its asker's to tell
+                continue
             attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 1))
             retried = self._retry(frozen.user_attrs, frozen.params, attempt, frozen.number)
             reason = "its owner stopped before the trial finished (driver or serve died)"

@@ -22,13 +22,15 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import optuna
+import sqlalchemy as sa
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import Executable
 
+from hpo.defaults import LEASE_S
 from hpo.store.attrs import ATTEMPT_ATTR, ERROR_ATTR, INFO_ATTR, RETRY_OF_ATTR, STOPPED_ATTR
 from hpo.store.jobs import utcnow
 from hpo.store.optuna_adapter import inside_optimize, stop_requested, storage_of, study_id_of
@@ -78,11 +80,13 @@ class StudyRecorder:
         owner: str = "",
         engine: Engine | None = None,
         outage_timeout: float = 600.0,
+        lease_s: float = LEASE_S,
     ) -> None:
         self.study = study
         self.owner = owner
         self.engine = engine  # hpo's tables; None when driving a bare Optuna study
         self.outage_timeout = outage_timeout
+        self.lease_s = lease_s
         self._multi_objective = len(study.directions) > 1
         self.storage = storage_of(study)
         # One write queue for the study's rows and hpo's attempt rows. On the owned storage it is
@@ -93,6 +97,11 @@ class StudyRecorder:
         if not self._commits_with_tells:
             queue = WriteQueue(sessionmaker(bind=engine)) if engine is not None else None
         self.queue: WriteQueue | None = queue
+        # On the owned storage a trial's attempt row commits in the very transaction that starts
+        # the trial, so a RUNNING trial without one was started by someone else (`optuna ask`).
+        self.rows_at_start = self._commits_with_tells and engine is not None
+        if self.rows_at_start:
+            self.storage.on_start = self._attempt_row
 
     # -- resilience -------------------------------------------------------------------------
 
@@ -287,12 +296,58 @@ class StudyRecorder:
 
     # -- attempt rows (hpo's own table) -----------------------------------------------------
 
+    def _attempt_row(self, session: Session, trial: FrozenTrial) -> None:
+        """The attempt row of a trial the owned storage starts, in the start's own transaction.
+        A row already there for its number is a deleted study's (Optuna's tools delete a study
+        without hpo's rows; a trial has no row before it starts): it is replaced."""
+        now = utcnow()
+        session.execute(
+            trial_attempts.delete().where(trial_attempts.c.study_name == self.study.study_name,
+                                          trial_attempts.c.trial_number == trial.number)
+        )
+        session.execute(
+            trial_attempts.insert().values(
+                study_name=self.study.study_name, trial_number=trial.number,
+                attempt=int(trial.user_attrs.get(ATTEMPT_ATTR, 1)), retry_of=trial.user_attrs.get(RETRY_OF_ATTR),
+                owner=self.owner, state="RUNNING", lease_expires_at=now + timedelta(seconds=self.lease_s),
+                started_at=now,
+            )
+        )
+
+    def started_here(self, numbers: list[int]) -> set[int] | None:
+        """Of these trials, those hpo started (they have an attempt row); None where that cannot
+        be told (Optuna's own storage writes the row after the trial's start)."""
+        if not self.rows_at_start:
+            return None
+        if not numbers:
+            return set()
+        assert self.engine is not None
+
+        def read() -> set[int]:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(trial_attempts.c.trial_number).where(
+                        trial_attempts.c.study_name == self.study.study_name,
+                        trial_attempts.c.trial_number.in_(numbers))
+                )
+                return {int(n) for (n,) in rows}
+
+        return self._retrying("read", read)
+
+    def mark_outside(self, trial_id: int) -> None:
+        """A trial someone else started: watched (and counted when it finishes) like trials added
+        meanwhile, and left for its asker to tell."""
+        mark = getattr(self.storage, "mark_outside", None)
+        if mark is not None:
+            mark(trial_id)
+
     def attempt_started(
         self, trial_id: int, number: int, attempt: int, retry_of: int | None, lease_s: float
     ) -> None:
         """Record that this owner runs an attempt of a trial (queued when batched: the driver
-        flushes before it dispatches the trial)."""
-        if self.engine is None:
+        flushes before it dispatches the trial). On the owned storage the row was written as
+        the trial started (``_attempt_row``)."""
+        if self.engine is None or self.rows_at_start:
             return
         now = utcnow()
         self._write_attempt(

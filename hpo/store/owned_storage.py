@@ -24,7 +24,9 @@ per flush interval), so numbers never collide,
 the sampler sees them and a trial enqueued from outside is run next. They stay marked as from
 outside (`is_outside`) until this storage starts one of them (an enqueued one); their state is
 re-read at each `sync` until they finish, and `take_outside_finished` hands the finished ones
-to the driver, which counts them as the study's.
+to the driver, which counts them as the study's. ``on_start`` lets hpo write its attempt row in
+the transaction that starts each trial of its own, so that a driver resuming the study tells a
+trial its dead owner left RUNNING from one `optuna ask` started (``mark_outside``).
 
 Repeating a write before it is flushed replaces the queued one, so a write retried after a
 store outage is queued once; a flush whose transaction committed but whose reply was lost is
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -74,6 +76,11 @@ class OwnedStudyStorage(BaseStorage):
         self._unsure = False  # a trial's insert failed: it may have committed all the same
         self._outside: set[int] = set()  # ids of trials someone else wrote to the study meanwhile
         self._outside_finished: list[FrozenTrial] = []  # of those, finished and not yet taken
+        # Called in the transaction that starts a trial of this storage's own (a new trial's
+        # insert, an enqueued trial taken) with that trial: hpo writes the trial's attempt row
+        # there, so a trial found RUNNING later is hpo's exactly when it has one (one that
+        # Optuna's tools started, `optuna ask`, has none).
+        self.on_start: Callable[[Session, FrozenTrial], None] | None = None
         # Our own sessions: Optuna's thread-local one is committed by any Optuna call in between.
         # the queue of writes not yet in the database; hpo's own rows (deferred by the recorder)
         # commit in the same transactions as the study's
@@ -182,11 +189,14 @@ class OwnedStudyStorage(BaseStorage):
             table.insert().values(study_id=self.study_id, number=number, state=TrialState.RUNNING,
                                   datetime_start=start)
         )
-        return FrozenTrial(
+        frozen = FrozenTrial(
             number=number, state=TrialState.RUNNING, value=None, values=None, datetime_start=start,
             datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
             intermediate_values={}, trial_id=result.inserted_primary_key[0],
         )
+        if self.on_start is not None:
+            self.on_start(session, frozen)
+        return frozen
 
     def _count(self, session: Session, lock: bool = False) -> int:
         """The study's trial count in the database: one statement, taking the study row's lock
@@ -231,6 +241,12 @@ class OwnedStudyStorage(BaseStorage):
     def _replace(self, trial: FrozenTrial) -> None:
         self._trials[trial.number] = trial
         self._by_id[id_of(trial)] = trial
+
+    def mark_outside(self, trial_id: int) -> None:
+        """A trial this study holds that someone else started (found RUNNING without hpo's
+        attempt row as the study resumes): watched and handed over when it finishes, as trials
+        added meanwhile are."""
+        self._outside.add(trial_id)
 
     def is_outside(self, trial_id: int) -> bool:
         """Whether someone else wrote this trial (and this storage has not started it)."""
@@ -300,6 +316,8 @@ class OwnedStudyStorage(BaseStorage):
                 if state == TrialState.RUNNING and not row.state.is_finished():
                     raise _NotWaiting
                 raise UpdateFinishedTrialError(f"trial #{row.number} is {row.state.name} in the database already")
+            if state == TrialState.RUNNING and self.on_start is not None:
+                self.on_start(session, trial)
             if values:
                 value_table = models.TrialValueModel.__table__
                 rows = []

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import threading
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
 from hpo.run.driver import LeaseLost, StudyDriver
+from hpo.run.recorder import StudyRecorder
 from hpo.store.attrs import ERROR_ATTR, INFO_ATTR, was_stopped
 from hpo.store.jobs import JobState
+from hpo.store.owned_storage import OwnedStudyStorage
 
 from fake_backend import FakeBackend, FakeClock, Script
 from studies import assert_exact_budget, make_spec, new_study, states
@@ -243,3 +246,34 @@ def test_a_trial_added_from_outside_just_before_the_budget_ends_is_counted_not_r
     assert result.state == JobState.COMPLETED and result.counts.complete == 4 and len(backend.launched) == 3
     assert_exact_budget(study, 4)
     assert result.best.value == -1.0 and result.best.number == 3
+
+
+def test_a_resumed_study_retries_its_dead_owners_trial_and_leaves_one_asked_from_outside_to_its_asker(store):
+    """As a study resumes, a trial its dead owner left RUNNING (it has hpo's attempt row, written in
+    the transaction that started it) is failed and retried with its parameters; a trial that
+    `optuna ask` started meanwhile has none, so it is left RUNNING for its asker, who can tell it."""
+    store.upgrade()  # hpo's tables: the attempt rows
+    spec = make_spec(search_space=X, n_trials=3, sampler="random", max_retries=1)
+    first = new_study(store, spec)
+    dead = StudyRecorder(first, owner="dead", engine=store.engine)
+    left = dead.ask()  # its owner died right after starting it: nothing else was written
+    left.suggest_float("x", 0.0, 1.0)
+    dead.flush()
+    asker = optuna.load_study(study_name=spec.name, storage=store.optuna)
+    asked = asker.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+
+    clock = FakeClock()
+    study = optuna.load_study(study_name=spec.name, storage=OwnedStudyStorage(store.optuna, spec.name),
+                              sampler=spec.build_sampler(), pruner=spec.build_pruner())
+    driver = StudyDriver(study, spec, backend=FakeBackend(clock, lambda task: Script(duration=5)), clock=clock,
+                         poll_interval=1.0, engine=store.engine, owner="next")
+    result = driver.run()
+    assert result.state == JobState.COMPLETED and result.counts.complete == 3 and result.counts.stopped == 1
+    trials = optuna.load_study(study_name=spec.name, storage=store.optuna).get_trials(deepcopy=False)
+    assert trials[left.number].state == TrialState.FAIL and was_stopped(trials[left.number])
+    retry = [t for t in trials if t.user_attrs.get("hpo:retry_of") == left.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == trials[left.number].params
+    assert [t.number for t in trials if t.state == TrialState.RUNNING] == [asked.number]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+    asker.tell(asked, 0.5)  # still the asker's to tell
+    assert optuna.load_study(study_name=spec.name, storage=store.optuna).trials[asked.number].value == 0.5

@@ -196,6 +196,34 @@ def test_a_waiting_trial_is_started_once(store):
     assert _db_trials(store)[0].state == TrialState.RUNNING
 
 
+def test_the_start_hook_writes_in_the_transaction_that_starts_a_trial(store):
+    """hpo's attempt row commits with the trial's start (a new trial's insert, an enqueued one
+    taken), and a start whose hook fails leaves no trial: the two never exist one without the other."""
+    study, storage = _owned(store)
+    study.enqueue_trial({"x": 0.5}, user_attrs={"tag": "enqueued"})
+    started = []
+
+    def hook(session, trial):
+        started.append((trial.number, trial.user_attrs.get("tag")))
+        session.execute(trial_attempts.insert().values(study_name="s", trial_number=trial.number, attempt=1,
+                                                       owner="me", state="RUNNING", started_at=utcnow()))
+
+    storage.on_start = hook
+    study.ask()  # takes the enqueued trial 0
+    study.ask()  # inserts trial 1
+    assert started == [(0, "enqueued"), (1, None)] and storage.pending == 0
+    with store.engine.connect() as conn:
+        assert sorted(conn.execute(sa.select(trial_attempts.c.trial_number)).scalars()) == [0, 1]
+
+    def failing(session, trial):
+        raise RuntimeError("the hook's write failed")
+
+    storage.on_start = failing
+    with pytest.raises(RuntimeError):
+        study.ask()
+    assert [t.number for t in _db_trials(store)] == [0, 1]
+
+
 def test_a_new_trial_is_numbered_in_its_insert_and_commits_what_is_queued(store):
     study, storage = _owned(store)
     first = study.ask()
