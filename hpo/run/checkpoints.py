@@ -46,15 +46,14 @@ class CheckpointKeeper:
     def latest(self, lineage: int) -> int | None:
         return self.artifacts.checkpoints(lineage).latest()
 
-    def recover(self, trials: list[FrozenTrial]) -> int:
+    def recover(self, trials: list[FrozenTrial]) -> None:
         """Learn the best completed trials of earlier runs of the study, and remove the folders
         that none of its trials wrote: a study deleted and created again under the same name can
         get the same Optuna id (SQLite reuses the highest one; a database dropped and created
         again starts from 1), hence the same folder, and a new trial must never resume an old
         study's model. A lineage is this study's once hpo ran one of its trials (each records
-        its run; one its owner left RUNNING is failed, with that record, before this). How many
-        folders were removed."""
-        ours = {lineage_of(t) for t in trials if INFO_ATTR in t.user_attrs or t.state == TrialState.RUNNING}
+        its run; one its owner left RUNNING is failed, with that record, before this)."""
+        ours = {lineage_of(t) for t in trials if INFO_ATTR in t.user_attrs}
         strays = [lineage for lineage in self.artifacts.lineages() if lineage not in ours]
         for lineage in strays:
             self.artifacts.remove(lineage)
@@ -63,7 +62,6 @@ class CheckpointKeeper:
                         "earlier study of the same name and id, since deleted)", len(strays), self.artifacts.root)
         for trial in trials:
             self._rank(trial)
-        return len(strays)
 
     def ended(self, trial: FrozenTrial, goes_on: bool) -> None:
         """A trial finished as ``trial`` says; ``goes_on``: another trial continues its lineage."""
