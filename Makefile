@@ -46,9 +46,11 @@ bench: install
 	$(BIN)/python benchmarks/example_run.py --repeat 3
 	$(BIN)/python benchmarks/sampler_quality.py --seeds 10
 	$(BIN)/python benchmarks/compare.py --out benchmarks/results
+	$(BIN)/python benchmarks/work.py benchmarks/results/results.json
 
 bench-smoke: install
-	$(BIN)/python benchmarks/compare.py --smoke --out $$(mktemp -d)
+	out=$$(mktemp -d) && $(BIN)/python benchmarks/compare.py --smoke --out $$out && \
+		$(BIN)/python benchmarks/work.py $$out/results.json
 	$(BIN)/python benchmarks/pooled.py
 
 clean:

@@ -1,8 +1,11 @@
 """What every benchmark objective logs, the same way under every system (compare.py reads it).
 
 Importing this module appends ``pid <pid>`` to the file named by ``HPO_BENCH_LOG`` (when set), so
-the harness counts the processes that loaded the objective. ``timed(reporter)``, called as the
-objective starts, appends ``call <pid> <epoch s>`` and wraps the reporter so that each
+the harness counts the processes that loaded the objective. ``timed(reporter, **work)``, called as
+the objective starts, appends ``call <pid> <epoch s> [name=value ...]`` (``work``: what one step of
+this trial costs to train, in the objective's own terms, e.g. batches and multiply-adds per epoch,
+so that a harness can tell a system that trains slower from a search that chose costlier trials)
+and wraps the reporter so that each
 ``report(...)`` call appends ``report <pid> <ms> <epoch s at its end>``: the time the objective
 waited for the system's answer (store the value, ask the pruner), measured inside the objective
 for hpo, Optuna and Ray Tune alike.
@@ -42,8 +45,9 @@ class TimedReporter:
         return getattr(self._reporter, name)
 
 
-def timed(reporter) -> TimedReporter:
-    _append(f"call {os.getpid()} {time.time():.6f}\n")
+def timed(reporter, **work: float) -> TimedReporter:
+    features = "".join(f" {name}={value:g}" for name, value in sorted(work.items()))
+    _append(f"call {os.getpid()} {time.time():.6f}{features}\n")
     return TimedReporter(reporter)
 
 

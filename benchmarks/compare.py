@@ -257,7 +257,18 @@ def figures(done: Finished, trials: list[dict], log: BenchLog, timings: dict, sp
         if finished else None,
         "timings": timings,  # as the system reported them
         "best_curve": curve,
+        **work_steps(log),
     }
+
+
+def work_steps(log: BenchLog) -> dict:
+    """Each step trained with its time and work (benchmarks/work.py fits time to work across the
+    systems of a run): {"work_steps": {"features": [...], "rows": [[s, cold, *features], ...]}}."""
+    if not log.steps:
+        return {}
+    names = sorted({name for _, _, work in log.steps for name in work})
+    rows = [[round(s, 4), int(cold), *(work.get(name, 0.0) for name in names)] for s, cold, work in log.steps]
+    return {"work_steps": {"features": names, "rows": rows}}
 
 
 MEDIANS = ("wall_s", "cpu_s", "ray_start_s", "setup_s", "startup_s", "shutdown_s", "workers", "objective_loads", "best",

@@ -31,8 +31,21 @@ X_TRAIN, Y_TRAIN, X_VAL, Y_VAL = _load()
 N_CLASSES = int(Y_TRAIN.max()) + 1
 
 
+def _work(params: dict) -> dict[str, float]:
+    """What an epoch of this trial costs, in the terms its time is a sum of: optimizer steps,
+    multiply-adds (a training row's forward and backward pass about 3x a forward's, plus the
+    validation rows' forward) and parameters updated (each optimizer step touches every one;
+    AdamW's update costs more per parameter than SGD's, so each optimizer has its own term)."""
+    hidden, depth = int(params["hidden"]), int(params["layers"])
+    widths = [X_TRAIN.shape[1]] + [hidden] * depth + [N_CLASSES]
+    weights = sum(a * b for a, b in zip(widths, widths[1:]))
+    batches = -(-len(X_TRAIN) // int(params["batch_size"]))
+    return {"batches": batches, "macs": (3 * len(X_TRAIN) + len(X_VAL)) * weights,
+            f"{params['optimizer']}_updates": batches * (weights + sum(widths[1:]))}
+
+
 def objective(params: dict, reporter, epochs: int = 8) -> float:
-    reporter = benchlog.timed(reporter)
+    reporter = benchlog.timed(reporter, **_work(params))
     torch.manual_seed(reporter.seed)
     layers: list[nn.Module] = []
     width = X_TRAIN.shape[1]

@@ -98,13 +98,18 @@ class BenchLog:
     # The wall split into what the search chose to train and what the system adds per trial:
     objective_s: float = 0.0  # summed over trials: from the objective's start to its last report's return
     between_ms: list[float] = field(default_factory=list)  # per process: one trial's last report to the next's start
+    # each step trained, for objectives that log their work (benchlog.timed(reporter, **work)):
+    # (seconds from the previous report's return, or the call, to this report's start; whether it
+    # is the process's first step, which pays torch's warm-up; the trial's work per step)
+    steps: list[tuple[float, bool, dict[str, float]]] = field(default_factory=list)
 
 
 def read_log(path: Path) -> BenchLog:
     log = BenchLog()
     if not path.exists():
         return log
-    events: dict[int, list[tuple[float, str]]] = {}  # per process, (epoch s, "call" | "report")
+    # per process, (epoch s, "call" | "report", the call's work | the report's wait in s)
+    events: dict[int, list[tuple[float, str, dict[str, float] | float]]] = {}
     for line in path.read_text().splitlines():
         kind, *rest = line.split()
         if kind == "pid":
@@ -112,23 +117,27 @@ def read_log(path: Path) -> BenchLog:
         elif kind == "call":
             at = float(rest[1])
             log.first_call = at if log.first_call is None else min(log.first_call, at)
-            events.setdefault(int(rest[0]), []).append((at, kind))
+            work = {name: float(value) for name, _, value in (item.partition("=") for item in rest[2:])}
+            events.setdefault(int(rest[0]), []).append((at, kind, work))
         elif kind == "report":
             log.workers.add(int(rest[0]))
             log.report_ms.append(float(rest[1]))
             at = float(rest[2])
             log.last_report = at if log.last_report is None else max(log.last_report, at)
-            events.setdefault(int(rest[0]), []).append((at, kind))
+            events.setdefault(int(rest[0]), []).append((at, kind, float(rest[1]) / 1000))
     for timeline in events.values():  # a process runs one trial at a time
-        started = ended = None
-        for at, kind in sorted(timeline):
+        started = ended = work = None
+        first = True
+        for at, kind, payload in sorted(timeline, key=lambda event: event[0]):
             if kind == "call":
                 if started is not None and ended is not None:
                     log.objective_s += ended - started
                     log.between_ms.append(1000 * (at - ended))
-                started, ended = at, None
+                started, ended, work = at, None, payload
             else:
-                ended = at
+                if work:
+                    log.steps.append((at - payload - (ended or started), first, work))
+                ended, first = at, False
         if started is not None and ended is not None:
             log.objective_s += ended - started
     return log
