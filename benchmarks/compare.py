@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -441,6 +442,13 @@ def _met(ok: bool) -> str:
 # ---------------------------------------------------------------------------- main
 
 
+def dump(results: dict) -> str:
+    """Indented JSON with each list of plain values on one line (a study's steps are thousands)."""
+    text = json.dumps(results, indent=2)
+    flat = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text)
+    return flat if json.loads(flat) == results else text
+
+
 def warm_page_cache(tmp: Path) -> None:
     """Read the libraries once (untimed), so the first system does not pay the disk for the rest."""
     run_from_shell([[sys.executable, "-c", "import torch, sklearn, optuna, ray.tune, hpo.api"]],
@@ -510,7 +518,7 @@ def main() -> None:
                 results["config"][workload] = earlier["config"][workload]
                 results.setdefault("reused", []).append(workload)
     results["files"] = plot(results, args.out)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    (args.out / "results.json").write_text(dump(results))
     print(table(results))
 
 
