@@ -2,13 +2,13 @@
 
 Importing this module appends ``pid <pid>`` to the file named by ``HPO_BENCH_LOG`` (when set), so
 the harness counts the processes that loaded the objective. ``timed(reporter, **work)``, called as
-the objective starts, appends ``call <pid> <epoch s> [name=value ...]`` (``work``: what one step of
-this trial costs to train, in the objective's own terms, e.g. batches and multiply-adds per epoch,
-so that a harness can tell a system that trains slower from a search that chose costlier trials)
-and wraps the reporter so that each
-``report(...)`` call appends ``report <pid> <ms> <epoch s at its end>``: the time the objective
-waited for the system's answer (store the value, ask the pruner), measured inside the objective
-for hpo, Optuna and Ray Tune alike.
+the objective starts, appends ``call <pid> <epoch s> [name=value ...]`` and wraps the reporter so
+that each ``report(...)`` call appends ``report <pid> <ms> <epoch s at its end>``: the time the
+objective waited for the system's answer (store the value, ask the pruner), measured inside the
+objective for hpo, Optuna and Ray Tune alike. ``work`` is what one step of the trial costs to
+train, in the objective's own terms (heavy.py: optimizer steps, multiply-adds, parameters
+updated), so that work.py can tell a system that trains slower from a search that chose costlier
+trials.
 """
 
 from __future__ import annotations
