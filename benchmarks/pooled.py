@@ -21,8 +21,9 @@ import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
-PAIRS = (("hpo-sqlite", "optuna-sqlite"), ("hpo-postgres", "optuna-postgres"), ("hpo-sqlite", "raytune"),
-         ("hpo-postgres", "raytune"), ("optuna-sqlite", "raytune"), ("optuna-postgres", "raytune"))
+PAIRS = (("hpo-sqlite", "optuna-sqlite"), ("hpo-postgres", "optuna-postgres"), ("hpo-ray-sqlite", "optuna-sqlite"),
+         ("hpo-sqlite", "raytune"), ("hpo-postgres", "raytune"), ("optuna-sqlite", "raytune"),
+         ("optuna-postgres", "raytune"))
 
 
 def studies(paths: list[Path], workload: str) -> dict[tuple[str, int], dict[str, dict]]:
