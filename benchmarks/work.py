@@ -45,9 +45,10 @@ def fitted(seeds: dict[str, list[dict]]) -> tuple[dict[str, list[tuple[float, fl
         x = np.array([[1.0] + [dict(zip(own, row[2:])).get(n, 0.0) for n in names] for row in rows]).reshape(-1, len(names) + 1)
         return x, np.array([row[0] for row in rows])
 
-    parts = [matrix(run, warm_only=True) for runs in seeds.values() for run in runs]
-    x = np.vstack([p[0] for p in parts])
-    y = np.concatenate([p[1] for p in parts])
+    matrices = {system: [(matrix(run, warm_only=False)[0], *matrix(run, warm_only=True)) for run in runs]
+                for system, runs in seeds.items()}
+    x = np.vstack([warm_x for per_seed in matrices.values() for _, warm_x, _ in per_seed])
+    y = np.concatenate([warm_y for per_seed in matrices.values() for _, _, warm_y in per_seed])
     if len(y) <= len(names) + 1:
         return None
     scale = np.where(x.max(axis=0) > 0, x.max(axis=0), 1.0)  # the features span orders of magnitude
@@ -58,13 +59,12 @@ def fitted(seeds: dict[str, list[dict]]) -> tuple[dict[str, list[tuple[float, fl
     quality = (f"fit over {len(y)} warm steps of {len(names)} work terms: R^2 {r2:.2f}, a single step "
                f"{100 * error:.0f} % off its fitted time (median)")
     out: dict[str, list[tuple[float, float]]] = {}
-    for system, runs in seeds.items():
+    for system, per_seed in matrices.items():
         out[system] = []
-        for run in runs:
-            all_x, _ = matrix(run, warm_only=False)
-            warm_x, warm_y = matrix(run, warm_only=True)
+        for all_x, warm_x, warm_y in per_seed:
             predicted = float((warm_x @ coef).sum())
-            out[system].append((float((all_x @ coef).sum()), float(warm_y.sum()) / predicted if predicted > 0 else float("nan")))
+            speed = float(warm_y.sum()) / predicted if predicted > 0 else float("nan")
+            out[system].append((float((all_x @ coef).sum()), speed))
     return out, quality
 
 

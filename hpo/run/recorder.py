@@ -336,10 +336,9 @@ class StudyRecorder:
 
     def mark_outside(self, trial_id: int) -> None:
         """A trial someone else started: watched (and counted when it finishes) like trials added
-        meanwhile, and left for its asker to tell."""
-        mark = getattr(self.storage, "mark_outside", None)
-        if mark is not None:
-            mark(trial_id)
+        meanwhile, and left for its asker to tell. Only on the owned storage (``started_here``
+        tells such trials apart there only)."""
+        self.storage.mark_outside(trial_id)
 
     def attempt_started(
         self, trial_id: int, number: int, attempt: int, retry_of: int | None, lease_s: float
