@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from hpo.defaults import LEASE_S
 from hpo.errors import HpoError
+from hpo.run.ask_ahead import AskAhead
 from hpo.run.backend import Finished, Report, Slot, TrialBackend
 from hpo.run.checkpoints import CheckpointKeeper
 from hpo.run.clock import Clock, SystemClock
@@ -154,6 +155,7 @@ class StudyDriver:
         backend: TrialBackend | None = None,
         clock: Clock | None = None,
         checkpoints: CheckpointKeeper | None = None,
+        ask_ahead: AskAhead | None = None,
     ) -> None:
         """``heartbeat`` renews the owner's lease: None while held, else the job's new state
         (CANCELLED stops the study; anything else means another owner took it over).
@@ -162,7 +164,9 @@ class StudyDriver:
         Reports reach the database at least every ``flush_interval`` seconds (and with every
         trial's start and end); the pruner reads them from memory at once. ``backend`` runs
         the trials (default: long-lived Ray workers); ``clock`` measures every interval.
-        ``checkpoints``: the study's artifact folders (None: trials keep no checkpoints)."""
+        ``checkpoints``: the study's artifact folders (None: trials keep no checkpoints).
+        ``ask_ahead``: when one trial more than the slots is prepared (default: where asks take
+        a noticeable share of a trial's time; see hpo.run.ask_ahead)."""
         if backend is None:
             from hpo.run.ray_backend import RayBackend
 
@@ -170,6 +174,7 @@ class StudyDriver:
         self.backend = backend
         self.clock = clock or SystemClock()
         self.checkpoints = checkpoints
+        self.ask_ahead = ask_ahead or AskAhead()
         self.schedule = _schedule(spec, study.study_name)
         if self.schedule is not None and checkpoints is None:
             raise HpoError("schedule pbt and pruner promotion need checkpoints (an artifact store)")
@@ -201,9 +206,10 @@ class StudyDriver:
         limit = self.placement.concurrency
         # One trial prepared beyond the running ones (asked, parameters stored) is launched the
         # moment a slot frees, right after the finished trial is told: no idle gap for the ask.
-        # Only where the cluster's resources cap the concurrency anyway, and not on a shared
-        # serve, where the slot that frees may be another study's fair share.
-        ahead = 1 if self.placement.saturates and self.concurrency_cap is None else 0
+        # Only where the cluster's resources cap the concurrency anyway, not on a shared serve,
+        # where the slot that frees may be another study's fair share, and only while asks take
+        # a noticeable share of a trial's time (it samples with one result fewer).
+        may_ask_ahead = self.placement.saturates and self.concurrency_cap is None
         self._recover()
         if self.observer:
             self.observer.started(self.spec, self.counts)
@@ -235,6 +241,7 @@ class StudyDriver:
                 self._flush_due()
                 if self.concurrency_cap is not None:
                     limit = max(1, min(self.placement.concurrency, self.concurrency_cap()))
+                ahead = 1 if may_ask_ahead and self.ask_ahead.wanted() else 0
                 # One trial at a time, then whatever reports arrived meanwhile: a worker waiting
                 # for a prune decision never waits behind several asks.
                 if self._may_dispatch(limit + ahead):
@@ -310,6 +317,7 @@ class StudyDriver:
         return self._deadline is not None and self.clock.monotonic() >= self._deadline
 
     def _dispatch(self, start: bool = True) -> None:
+        began = self.clock.monotonic()
         trial = self.recorder.ask()
         if self.schedule is not None:
             attrs = self.schedule.dispatched(trial.number, trial.user_attrs)
@@ -344,6 +352,7 @@ class StudyDriver:
         )
         run = _Running(trial=trial, task=task, params=params, attempt=attempt, asked=self.clock.monotonic(),
                        asked_at=datetime.now())
+        self.ask_ahead.asked(run.asked - began)
         self._running[key] = run
         if start:
             self._launch(run)
@@ -413,6 +422,8 @@ class StudyDriver:
         run = self._running.pop(finished.key, None)
         if run is None:  # an attempt this run no longer tracks
             return
+        if run.started is not None:
+            self.ask_ahead.ran(self.clock.monotonic() - run.started)
         self._count_running()
         self._record(run, finished)  # first: a launch that fails below cannot lose this result
         if run.started is not None:

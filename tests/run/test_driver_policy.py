@@ -13,6 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpo.run.ask_ahead import AskAhead
 from hpo.run.driver import LeaseLost, StudyDriver
 from hpo.run.recorder import StudyRecorder
 from hpo.store.attrs import ERROR_ATTR, INFO_ATTR, was_stopped
@@ -96,8 +97,8 @@ def test_failure_limit_stops_the_study_with_the_last_error(store):
 
 def test_no_prepared_trial_starts_once_the_failure_limit_stops_the_study(store):
     spec = make_spec(search_space=X, n_trials=20, sampler="random", max_failed_trials=1)
-    study, backend, driver = drive(store, spec, lambda task: Script(duration=1 + task.trial_number,
-                                                                     error="ValueError: bad data"))
+    study, backend, driver = drive(store, spec, lambda task: Script(duration=1 + task.trial_number, error="ValueError: bad data"),
+                                   ask_ahead=AskAhead.always())
     result = driver.run()
     assert result.state == JobState.FAILED
     # Trials 0 and 1 ran; 2 (prepared) took 0's slot; 1's failure hit the limit, so 3 (prepared
@@ -109,7 +110,8 @@ def test_no_prepared_trial_starts_once_the_failure_limit_stops_the_study(store):
 
 def test_a_result_is_recorded_even_when_the_next_launch_fails(store):
     spec = make_spec(search_space=X, n_trials=6, sampler="random")
-    study, backend, driver = drive(store, spec, lambda task: Script(duration=5 + task.trial_number, value=0.5))
+    study, backend, driver = drive(store, spec, lambda task: Script(duration=5 + task.trial_number, value=0.5),
+                                   ask_ahead=AskAhead.always())
     backend.fail_launch = 2  # the prepared trial's launch, when trial 0 ends
     with pytest.raises(RuntimeError, match="could not be started"):
         driver.run()
@@ -141,7 +143,7 @@ def test_cancel_seen_at_a_heartbeat_stops_running_trials(store):
         return JobState.CANCELLED if len(beats) == 3 else None
 
     study, backend, driver = drive(store, spec, lambda task: Script(duration=7), heartbeat=heartbeat,
-                                   heartbeat_interval=10)
+                                   heartbeat_interval=10, ask_ahead=AskAhead.always())
     result = driver.run()
     assert result.state == JobState.CANCELLED
     assert len(backend.cancelled) == 2 and backend.closed
@@ -157,7 +159,7 @@ def test_cancel_seen_at_a_heartbeat_stops_running_trials(store):
 def test_lease_loss_stops_without_writing_the_running_trials(store):
     spec = make_spec(search_space=X, n_trials=50, sampler="random")
     study, backend, driver = drive(store, spec, lambda task: Script(duration=7),
-                                   heartbeat=lambda: JobState.RUNNING, heartbeat_interval=10)
+                                   heartbeat=lambda: JobState.RUNNING, heartbeat_interval=10, ask_ahead=AskAhead.always())
     with pytest.raises(LeaseLost):
         driver.run()
     assert backend.closed and len(backend.cancelled) == 2
@@ -186,7 +188,7 @@ def test_stop_hands_running_trials_back(store):
 
 def test_study_timeout_starts_no_trial_after_the_deadline(store):
     spec = make_spec(search_space=X, n_trials=None, timeout=60, sampler="random")
-    study, backend, driver = drive(store, spec, lambda task: Script(duration=25))
+    study, backend, driver = drive(store, spec, lambda task: Script(duration=25), ask_ahead=AskAhead.always())
     result = driver.run()
     # Trials start at 0, 0 (two slots), 25, 25, 50, 50; none at 75 > 60; the last end at 75.
     assert [t for t, _ in backend.launched] == [0, 0, 25, 25, 50, 50]
@@ -200,7 +202,8 @@ def test_study_timeout_starts_no_trial_after_the_deadline(store):
 
 def test_a_prepared_trial_takes_a_freed_slot_at_once(store):
     spec = make_spec(search_space=X, n_trials=7, sampler="random")
-    study, backend, driver = drive(store, spec, lambda task: Script(duration=10 + task.trial_number))
+    study, backend, driver = drive(store, spec, lambda task: Script(duration=10 + task.trial_number),
+                                   ask_ahead=AskAhead.always())
     driver.run()
     assert_exact_budget(study, 7)
     # The third trial was asked before any trial ended, and launched the moment trial 0 ended:
@@ -210,6 +213,36 @@ def test_a_prepared_trial_takes_a_freed_slot_at_once(store):
     assert info["queued_s"] == 10 and study.trials[0].user_attrs[INFO_ATTR]["queued_s"] == 0
     assert study.trials[2].datetime_start >= study.trials[0].datetime_complete
     assert backend.most_at_once == 2
+
+
+class _TimedSampler(optuna.samplers.RandomSampler):
+    """Random sampling whose every ask takes ``ask_s`` on the simulated clock."""
+
+    def __init__(self, clock: FakeClock, ask_s: float) -> None:
+        super().__init__(seed=0)
+        self.clock, self.ask_s = clock, ask_s
+
+    def before_trial(self, study, trial) -> None:
+        self.clock.now += self.ask_s
+        super().before_trial(study, trial)
+
+
+@pytest.mark.parametrize("ask_s, prepared", [(0.0, False), (0.1, False), (0.5, True)])
+def test_a_trial_is_prepared_ahead_only_where_asks_take_a_share_of_a_trials_time(store, ask_s, prepared):
+    """A trial asked before a slot frees is sampled without the result that frees it, so the
+    driver prepares one only where the ask would hold the freed slot idle for 2 % or more of a
+    trial's time (here 0.5 s asks against 10 s trials; not 0.1 s)."""
+    clock = FakeClock()
+    spec = make_spec(search_space=X, n_trials=8, sampler="random")
+    study, backend, driver = drive(store, spec, lambda task: Script(duration=10), clock=clock)
+    study.sampler = _TimedSampler(clock, ask_s)
+    driver.run()
+    assert_exact_budget(study, 8)
+    assert backend.most_at_once == 2
+    queued = [t.user_attrs[INFO_ATTR]["queued_s"] for t in study.trials]
+    assert queued[:3] == [0, 0, 0]  # nothing is known of the trials' time before one ends
+    # prepared: asked while both slots ran, so queued until one freed; else asked when one freed
+    assert any(q > 0 for q in queued) is prepared
 
 
 def test_pruning_stops_trials_at_the_decision_step(store):
