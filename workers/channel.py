@@ -13,12 +13,15 @@ dies with it and a worker of a dead driver fails instead of training on.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from dataclasses import dataclass, field
 
 import ray
 
 Report = tuple[str, int, float]  # (attempt key, step, value)
+
+log = logging.getLogger("hpo.workers.channel")
 
 
 @dataclass
@@ -102,6 +105,7 @@ class ReportChannel:
 
 _lock = threading.Lock()
 _shared: tuple[tuple[str, str, str], ray.actor.ActorHandle] | None = None  # (connection, channel)
+PING_TIMEOUT_S = 10.0
 
 
 def process_channel() -> ray.actor.ActorHandle:
@@ -109,7 +113,9 @@ def process_channel() -> ray.actor.ActorHandle:
 
     Keyed by the connection (GCS address, node and job), so a process that shuts Ray down and
     starts or joins another gets a new channel instead of a handle to a dead one. A channel made
-    earlier is pinged first (a millisecond): one that died meanwhile is replaced. A new one is
+    earlier is pinged first (a millisecond): one that died meanwhile is replaced. One that does
+    not answer in time is kept: its process may still be starting on a busy machine, and the
+    studies of this process that already use it would lose their reports with it. A new one is
     not waited for: trials start while its process starts, and their reports queue meanwhile.
     """
     global _shared
@@ -119,12 +125,11 @@ def process_channel() -> ray.actor.ActorHandle:
         handle = _shared[1] if _shared is not None and _shared[0] == key else None
         if handle is not None:
             try:
-                ray.get(handle.boxes.remote(), timeout=10)
+                ray.get(handle.boxes.remote(), timeout=PING_TIMEOUT_S)
             except ray.exceptions.RayActorError:
                 handle = None
-            except ray.exceptions.GetTimeoutError:  # alive but not answering: replace it
-                ray.kill(handle)
-                handle = None
+            except ray.exceptions.GetTimeoutError:  # not dead: starting, or its process is starved
+                log.warning("the report channel did not answer within %g s; keeping it", PING_TIMEOUT_S)
         if handle is None:
             handle = ReportChannel.remote()
             _shared = (key, handle)

@@ -58,6 +58,19 @@ def test_one_channel_per_process_and_a_dead_one_is_replaced(ray_runtime):
     assert ray.get(second.report.remote("box", "t", 0, 1.0, False)) is False
 
 
+def test_a_channel_slow_to_answer_is_kept_for_the_studies_that_use_it(ray_runtime, monkeypatch):
+    """A channel still starting (or starved on a busy machine) is not dead: replacing it would
+    kill it under every other study of the process (a serve's second study once did that to the
+    first, whose driver then stopped with ActorDiedError)."""
+    import workers.channel as channel_module
+
+    first = process_channel()
+    ray.get(first.boxes.remote(), timeout=60)
+    monkeypatch.setattr(channel_module, "PING_TIMEOUT_S", 0.0)  # no ping can be answered in time
+    assert process_channel() is first
+    assert ray.get(first.report.remote("kept", "t", 0, 1.0, False), timeout=30) is False  # still alive
+
+
 def _ppid(stat: Path) -> int | None:
     try:
         return int(stat.read_text().rsplit(")", 1)[1].split()[1])
