@@ -2,8 +2,9 @@
 
 Simulated time, real Optuna TPE: ``slots`` trials run at once, each for a random time (0.5-1.5);
 a trial is asked either when a slot frees, after the result that freed it is told (as distributed
-Optuna's processes and hpo do by default), or one trial ahead, while every slot still runs (as
-hpo's driver always did before asks were weighed against trial time). The same seeds run both
+Optuna's processes do, and hpo's driver where asks are short against trials), or one trial ahead,
+while every slot still runs (as hpo's driver did for every study before asks were weighed against
+trial time, and still does where they are not). The same seeds run both
 ways; the script prints, per function, the median regret (best value minus the known minimum)
 and the paired difference of the two (ahead minus at-free; above 0: asking ahead did worse).
 
