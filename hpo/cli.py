@@ -394,7 +394,7 @@ def delete(name: str, storage: str | None, yes: bool) -> None:
                    "Default: read-only while a study of the store is being run, else writable.")
 @handle_errors
 def dashboard(storage: str | None, host: str, port: int, writable: bool | None) -> None:
-    """Serve optuna-dashboard on the store (Ctrl-C stops it)."""
+    """Serve optuna-dashboard on the store (Ctrl-C or SIGTERM stops it)."""
     api.dashboard(storage=storage, host=host, port=port, writable=writable)
 
 

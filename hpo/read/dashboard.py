@@ -10,8 +10,10 @@ finished studies keep are among their artifacts, served from the studies' artifa
 from __future__ import annotations
 
 import ipaddress
+import signal
 import socket
 import sys
+import threading
 import warnings
 from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -140,9 +142,34 @@ def serve_dashboard(storage: str | None, host: str = "127.0.0.1", port: int = 80
         with warnings.catch_warnings():
             # e.g. "importance may be inaccurate" on every page view of a small study
             warnings.filterwarnings("ignore", module="optuna")
-            server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+            serve_until_stopped(server)
     finally:
         server.server_close()
         store.dispose()
+
+
+def serve_until_stopped(server: WSGIServer) -> None:
+    """Serve until Ctrl-C (SIGINT) or SIGTERM, then return.
+
+    Not by catching KeyboardInterrupt around ``serve_forever``: wsgiref's request handler catches
+    every exception of a request with a bare ``except`` (KeyboardInterrupt included) and answers
+    500, so a Ctrl-C that arrives while a page is being answered (the dashboard's pages poll its
+    API every few seconds) was swallowed and the server went on serving. The first signal asks
+    the loop to stop after the request in hand; a second one raises KeyboardInterrupt as usual."""
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: object) -> None:
+        if stopping.is_set():
+            raise KeyboardInterrupt
+        stopping.set()
+        # shutdown() waits for the loop to end, so it cannot run in the loop's own thread
+        threading.Thread(target=server.shutdown, name="dashboard-stop", daemon=True).start()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

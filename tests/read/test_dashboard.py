@@ -268,3 +268,35 @@ def test_the_dashboard_is_read_only_by_default_while_a_study_is_run(tmp_path):
     jobs.finish("s", "serve-1", JobState.INTERRUPTED)
     assert not serve_is_running(store)
     store.dispose()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_that_arrives_while_a_request_is_answered_still_stops_the_dashboard(tmp_path, sig):
+    """wsgiref answers an exception raised inside a request (KeyboardInterrupt too) with a 500
+    and serves on: Ctrl-C while the dashboard answered one of its pages' polls used to be lost.
+    A request is held inside the app here (a POST whose body has not all arrived) when the
+    signal comes; once it ends the dashboard must exit, cleanly."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'held.db'}"
+    optuna.create_study(study_name="s", storage=url)
+    port = free_port()
+    dashboard = Dashboard(url, port, tmp_path, "--writable")
+    try:
+        dashboard.wait_until_listening()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as held:
+            held.sendall(b"POST /api/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 200\r\n\r\n{\"study_name\": ")  # the app waits for the rest
+            time.sleep(1.0)  # the server reads the head and calls the app, which reads the body
+            dashboard.proc.send_signal(sig)
+            time.sleep(0.5)
+        # the held request ends with its connection; the server must not go on serving
+        try:
+            code = dashboard.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"hpo dashboard still serving 30 s after {sig.name}: {dashboard.output}")
+    finally:
+        dashboard.stop()
+    assert code == 0, dashboard.output
+    assert dashboard.output.strip().splitlines() == [
+        f"optuna-dashboard for {url} on http://127.0.0.1:{port} (Ctrl-C stops it)"], dashboard.output
