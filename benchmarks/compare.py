@@ -24,7 +24,10 @@ the objective (its start to its last report's return: the configurations TPE pic
 `gap ms` is the median time a process sits between one trial's last report and its next trial's
 start (storing, sampling, handing over; none where each trial gets a fresh process). Systems are
 interleaved per seed (seed 0: every system, seed 1: every system, ...), the order rotating by
-seed. The CPU-seconds are the whole machine's: run it on a quiet machine.
+seed, and each system starts only once the machine is quiet (all CPUs together busy under 15 %
+of one for half a second, at most 30 s of waiting: `quiet_wait_s`), so that nothing an earlier
+system left behind (a Ray runtime still shutting down) runs into the next one's time. The
+CPU-seconds are the whole machine's: run it on a quiet machine.
 
 Read the figures with these in mind: distributed Optuna's budget is per process
 (MaxTrialsCallback stops a process after its trial ends), so it may run up to one trial per extra
@@ -71,7 +74,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import workloads  # noqa: E402
-from measure import BenchLog, CommandFailed, Finished, read_log, run_from_shell  # noqa: E402
+from measure import BenchLog, CommandFailed, Finished, read_log, run_from_shell, wait_until_quiet  # noqa: E402
 
 POSTGRES = os.environ.get("HPO_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 HPO = str(Path(sys.executable).with_name("hpo")) if Path(sys.executable).with_name("hpo").exists() else "hpo"
@@ -201,6 +204,7 @@ def run_system(system: str, workload: str, cfg: dict, seed: int, tmp: Path, time
     spec = yaml.safe_load(spec_path.read_text())
     log_path = tmp / f"bench-{uuid.uuid4().hex[:8]}.log"
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED} | {"HPO_BENCH_LOG": str(log_path)}
+    quiet_s = wait_until_quiet()  # what the system before left running (a Ray shutting down) has ended
     if system == "raytune":
         done, trials, timings = run_raytune(spec_path, spec, env, tmp, timeout_s)
     else:
@@ -217,7 +221,7 @@ def run_system(system: str, workload: str, cfg: dict, seed: int, tmp: Path, time
         finally:
             if system.endswith("postgres"):
                 drop_postgres(url)
-    return figures(done, trials, read_log(log_path), timings, spec)
+    return figures(done, trials, read_log(log_path), timings, spec) | {"quiet_wait_s": round(quiet_s, 2)}
 
 
 # ---------------------------------------------------------------------------- figures

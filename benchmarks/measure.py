@@ -23,6 +23,19 @@ def machine_cpu_s() -> float:
     return (user + nice + system + irq + softirq) / CLOCK_TICK
 
 
+def wait_until_quiet(*, busy_below: float = 0.15, window_s: float = 0.5, max_s: float = 30.0) -> float:
+    """Wait until the machine is quiet: a ``window_s`` window in which all its CPUs together were
+    busy less than ``busy_below`` of one CPU (what an earlier system left behind, such as a Ray
+    runtime still shutting down, has finished). Gives up after ``max_s``; returns the seconds
+    waited, so that a run can say how long it had to wait."""
+    t0 = time.monotonic()
+    while True:
+        cpu0 = machine_cpu_s()
+        time.sleep(window_s)
+        if machine_cpu_s() - cpu0 < busy_below * window_s or time.monotonic() - t0 >= max_s:
+            return time.monotonic() - t0
+
+
 @dataclass
 class Finished:
     started: float  # epoch seconds, just before the first process was started
