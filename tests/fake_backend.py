@@ -30,6 +30,7 @@ class Script:
     value: float = 0.0  # the final value; reports approach it as 1 / (step + 1) above
     crash: bool = False  # the worker dies when the trial would end (an infrastructure failure)
     error: str | None = None  # the objective raises this when it would end
+    channel_lost: bool = False  # its report channel dies when it would end (hpo's machinery, not the worker)
 
 
 @dataclass
@@ -101,6 +102,8 @@ class FakeBackend(TrialBackend):
                 trial.step += 1
                 trial.waiting = trial.task.decisions
                 continue
+            elif s.channel_lost:
+                events.finished.append(Finished(key, TrialOutcome(state="fail", error="ChannelLost: died"), stopped=True))
             elif s.crash:
                 events.finished.append(Finished(key, TrialOutcome(state="fail", error="ActorDiedError: killed"), True))
             elif s.error:

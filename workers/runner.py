@@ -318,24 +318,42 @@ def _short_traceback(exc: BaseException, lines: int = 12) -> str:
     return "\n".join(text[-lines:])
 
 
+class ChannelLost(RuntimeError):
+    """The report channel of the trial's driver died while the trial ran: nobody can receive its
+    reports or decide on them. The trial was stopped at its next report; the driver (when it is
+    alive) hands it back to be run again, the way it hands back trials it stops itself."""
+
+
 def run_remote_trial(task: TrialTask, channel) -> TrialOutcome:
     """Ray task body: run the trial, sending each report through the driver's channel.
 
     Without prune decisions a report is not waited for (the trial goes on at once); the answer
-    to the one before it is checked when it has arrived, so a trial whose driver died (the
-    channel is gone: that raises) or stopped tracking it (its mailbox is closed: the answer is
-    True) still stops at its next report instead of training on.
+    to the one before it is checked when it has arrived, so a trial whose driver stopped
+    tracking it (its mailbox is closed: the answer is True) still stops at its next report
+    instead of training on. When the channel itself is gone (its process died, or the driver's
+    with it), the trial is stopped at that report too and the call raises ChannelLost: its
+    outcome could not be told from one the objective chose.
     """
     import ray
 
     previous: list = []
+    lost: list[str] = []
 
     def send(step: int, value: float) -> bool:
-        ref = channel.report.remote(task.box, task.key, step, value, task.decisions)
-        if task.decisions:
-            return ray.get(ref)
-        stop = bool(previous and ray.wait(previous, timeout=0)[0] and ray.get(previous[0]))
-        previous[:] = [ref]
-        return stop
+        if lost:
+            return True
+        try:
+            ref = channel.report.remote(task.box, task.key, step, value, task.decisions)
+            if task.decisions:
+                return ray.get(ref)
+            stop = bool(previous and ray.wait(previous, timeout=0)[0] and ray.get(previous[0]))
+            previous[:] = [ref]
+            return stop
+        except ray.exceptions.RayActorError as exc:
+            lost.append(f"{type(exc).__name__} at step {step}")
+            return True  # stop here: the objective sees Pruned and ends as it would
 
-    return run_trial(task, send)
+    outcome = run_trial(task, send)
+    if lost:
+        raise ChannelLost(f"the report channel died during trial {task.trial_number} ({lost[0]})")
+    return outcome

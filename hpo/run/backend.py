@@ -33,6 +33,7 @@ class Finished:
     key: str
     outcome: TrialOutcome
     infrastructure: bool = False  # the worker or its node died: not the objective's fault
+    stopped: bool = False  # hpo's own machinery lost it (its report channel died): run it again, using no retry
 
 
 @dataclass

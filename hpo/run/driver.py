@@ -509,6 +509,12 @@ class StudyDriver:
             frozen = self.recorder.prune(run.trial, info)
             if frozen is not None:
                 self.counts.pruned += 1
+        elif finished.stopped:  # hpo lost it (its report channel died): queued again, using no retry
+            info["retried"] = self._retry(run.trial.user_attrs, run.params, run.attempt, run.trial.number, failed=False)
+            frozen = self.recorder.fail(id_of(run.trial), run.trial.number, outcome.error or "stopped", info,
+                                        stopped=True)
+            if frozen is not None:
+                self.counts.stopped += 1
         else:
             retried = infrastructure and self._retry(run.trial.user_attrs, run.params, run.attempt, run.trial.number)
             info["retried"] = retried

@@ -15,6 +15,7 @@ is running or a worker it asked for waits to be placed.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -28,10 +29,11 @@ from hpo.run.ray_runtime import cluster_capacity
 from hpo.run.submission import apply_objective_check
 from hpo.spec.study import StudySpec
 from workers.channel import process_channel
-from workers.runner import TrialOutcome, TrialTask
+from workers.runner import ChannelLost, TrialOutcome, TrialTask
 from workers.worker import TrialWorker
 
 _Worker = ray.remote(max_restarts=0, max_task_retries=0)(TrialWorker)
+log = logging.getLogger("hpo.run.ray_backend")
 
 
 class WorkerPool:
@@ -221,11 +223,20 @@ class RayBackend(TrialBackend):
         events = Events()
         for ref in ready:
             if ref == self._take:
-                events.reports.extend(ray.get(ref))
+                try:
+                    events.reports.extend(ray.get(ref))
+                except ray.exceptions.RayActorError as exc:
+                    self._channel_died(exc)
                 self._take = self._channel.take.remote(self._box, self.poll_interval)
             else:
                 events.finished.append(self._finished(ref))
         return events
+
+    def _channel_died(self, exc: Exception) -> None:
+        """The process's report channel died (killed, out of memory): this run goes on with a new
+        one. Its running trials stop at their next report (ChannelLost) and are handed back."""
+        log.warning("the report channel died (%s); going on with a new one", type(exc).__name__)
+        self._channel = process_channel()
 
     def _finished(self, ref: ray.ObjectRef) -> Finished:
         key, worker = self._busy.pop(ref)
@@ -233,6 +244,9 @@ class RayBackend(TrialBackend):
         try:
             outcome: TrialOutcome = ray.get(ref)
         except ray.exceptions.RayError as exc:
+            if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(exc.cause, ChannelLost):
+                self._free.append(worker)  # the worker is fine; only the channel it reported to died
+                return Finished(key, TrialOutcome(state="fail", error=f"ChannelLost: {exc.cause}"), stopped=True)
             # The worker process or its node died (killed, OOM, node removed): not the
             # objective's fault. The pool replaces the worker at the next launch.
             self.pool.discard(worker)

@@ -34,6 +34,23 @@ def drive(store, spec, behave, *, clock=None, **kwargs):
     return study, backend, driver
 
 
+def ends_so_at_first(times: dict[int, int], how: str):
+    """A ``behave``: the i-th new parameter set's first ``times[i]`` runs end ``how`` (a Script
+    flag: ``crash``, ``channel_lost``), its later runs complete; every run takes 3 s."""
+    left_by_x: dict[float, int] = {}
+
+    def behave(task):
+        x = task.params["x"]
+        if x not in left_by_x:
+            left_by_x[x] = times.get(len(left_by_x), 0)
+        left = left_by_x[x]
+        if left:
+            left_by_x[x] = left - 1
+        return Script(duration=3, **{how: left > 0})
+
+    return behave
+
+
 def test_budget_is_exact_and_slots_are_never_exceeded(store):
     spec = make_spec(search_space=X, n_trials=20, sampler="random")
     study, backend, driver = drive(store, spec, lambda task: Script(duration=5 + 10 * task.params["x"]))
@@ -57,18 +74,7 @@ def test_no_more_trials_run_than_the_cluster_holds(store):
 def test_worker_deaths_are_retried_with_the_same_parameters(store):
     spec = make_spec(search_space=X, n_trials=10, sampler="random", max_retries=2)
     # The 3rd and 6th parameter sets lose their worker once; the 8th on every attempt.
-    doomed: dict[float, int] = {}
-
-    def behave(task):
-        x = task.params["x"]
-        if x not in doomed:
-            doomed[x] = {2: 1, 5: 1, 7: 3}.get(len(doomed), 0)
-        left = doomed[x]
-        if left:
-            doomed[x] = left - 1
-        return Script(duration=3, crash=left > 0)
-
-    study, backend, driver = drive(store, spec, behave)
+    study, backend, driver = drive(store, spec, ends_so_at_first({2: 1, 5: 1, 7: 3}, "crash"))
     result = driver.run()
     assert result.state == JobState.COMPLETED
     assert_exact_budget(study, 10)
@@ -84,6 +90,28 @@ def test_worker_deaths_are_retried_with_the_same_parameters(store):
     gave_up = [ts for ts in by_x.values() if len(ts) == 3]
     assert len(gave_up) == 1 and all(t.state == TrialState.FAIL for t in gave_up[0])
     assert gave_up[0][-1].user_attrs["hpo:run"]["retried"] is False
+
+
+def test_trials_whose_report_channel_died_are_run_again_using_no_retry(store):
+    """A trial stopped because hpo's report channel died is handed back like one hpo stops itself:
+    queued again with the same parameters even with max_retries 0 (and as often as it happens),
+    never counted as a failure (a failure limit of 0 would have stopped the study)."""
+    spec = make_spec(search_space=X, n_trials=6, sampler="random", max_retries=0, max_failed_trials=0)
+    # the 2nd parameter set once, the 4th twice
+    study, backend, driver = drive(store, spec, ends_so_at_first({1: 1, 3: 2}, "channel_lost"))
+    result = driver.run()
+    assert result.state == JobState.COMPLETED
+    assert result.counts.failed == 0 and result.counts.stopped == 3
+    assert_exact_budget(study, 6)
+    handed_back = study.get_trials(states=(TrialState.FAIL,))
+    assert len(handed_back) == 3
+    assert all(t.user_attrs["hpo:stopped"] and t.user_attrs["hpo:error"].startswith("ChannelLost") for t in handed_back)
+    assert all(t.user_attrs["hpo:run"]["retried"] for t in handed_back)
+    by_x: dict[float, list[TrialState]] = {}  # each parameter set's runs, in order
+    for trial in sorted(study.trials, key=lambda t: t.number):
+        by_x.setdefault(trial.params["x"], []).append(trial.state)
+    assert sorted(len(runs) for runs in by_x.values()) == [1, 1, 1, 1, 2, 3]
+    assert all(runs[-1] == TrialState.COMPLETE and set(runs[:-1]) <= {TrialState.FAIL} for runs in by_x.values())
 
 
 def test_failure_limit_stops_the_study_with_the_last_error(store):

@@ -7,12 +7,15 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import ray
 from optuna.trial import TrialState
 
 from workers.channel import ReportChannel, process_channel
 
 from studies import HARTMANN6, assert_exact_budget, assert_stopped_at_decision, drive, make_spec
+
+X01 = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
 
 
 def test_mailboxes_keep_studies_apart(ray_runtime):
@@ -132,3 +135,56 @@ def test_studies_running_at_once_share_the_channel_and_prune_correctly(ray_runti
             above = trial.intermediate_values[0] > upper
             assert trial.state == (TrialState.PRUNED if above else TrialState.COMPLETE), (name, trial.number)
     assert seen and set(seen) == {1}
+
+
+@pytest.mark.parametrize("pruner", ["none", "median"])
+def test_a_channel_killed_mid_study_is_replaced_and_its_running_trials_run_again(ray_runtime, store, tmp_path, pruner):
+    """The channel dies (killed, out of memory) while trials report to it: the study goes on with
+    a new channel, the trials that were running stop at their next report and are run again with
+    the same parameters (max_retries 0: a handed-back trial uses no retry), the budget stays exact
+    and nothing is counted as failed. Without a pruner reports are not waited for; with one each
+    waits for its decision: both ways notice the dead channel."""
+    spec = make_spec(
+        name=f"channel-killed-{pruner}", objective="objectives:pid_writer", search_space=X01, sampler="random",
+        objective_args={"workdir": str(tmp_path), "steps": 6, "delay": 0.15}, n_trials=8,
+        max_concurrent_trials=2, max_retries=0, max_failed_trials=0, pruner={"name": pruner},
+    )
+    killed: list = []
+    done = threading.Event()
+
+    def steps_reported(mark: Path) -> int:
+        try:
+            return len(mark.read_text().splitlines())
+        except OSError:  # the trial ended: its mark is gone
+            return 0
+
+    def killer() -> None:  # once a trial has reported and has steps left: kill the channel
+        while not done.is_set():
+            if any(1 <= steps_reported(mark) <= 3 for mark in tmp_path.glob("*.pid")):
+                killed.append(process_channel())
+                ray.kill(killed[0], no_restart=True)
+                return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        study, result = drive(store, spec)
+    finally:
+        done.set()
+        thread.join()
+    assert killed, "no trial reported a step"
+    assert result.state.name == "COMPLETED", result
+    assert result.counts.failed == 0
+    assert_exact_budget(study, 8)
+    handed_back = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert 1 <= len(handed_back) <= 2 and result.counts.stopped == len(handed_back)
+    for trial in handed_back:
+        assert trial.user_attrs["hpo:stopped"] is True
+        assert trial.user_attrs["hpo:error"].startswith("ChannelLost: the report channel died during trial")
+        again = [t for t in study.trials if t.user_attrs.get("hpo:retry_of") == trial.number]
+        assert len(again) == 1 and again[0].params == trial.params
+        assert again[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    replacement = process_channel()
+    assert replacement is not killed[0]
+    assert ray.get(replacement.boxes.remote(), timeout=30) == 0  # alive, and the study's mailbox closed
