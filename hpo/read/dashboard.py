@@ -155,7 +155,11 @@ def serve_until_stopped(server: WSGIServer) -> None:
     every exception of a request with a bare ``except`` (KeyboardInterrupt included) and answers
     500, so a Ctrl-C that arrives while a page is being answered (the dashboard's pages poll its
     API every few seconds) was swallowed and the server went on serving. The first signal asks
-    the loop to stop after the request in hand; a second one raises KeyboardInterrupt as usual."""
+    the loop to stop after the request in hand; a second one raises KeyboardInterrupt as usual.
+    Outside the main thread (signal handlers cannot be set there) it serves as before."""
+    if threading.current_thread() is not threading.main_thread():
+        server.serve_forever(poll_interval=0.2)
+        return
     stopping = threading.Event()
 
     def stop(signum: int, frame: object) -> None:

@@ -300,3 +300,31 @@ def test_a_signal_that_arrives_while_a_request_is_answered_still_stops_the_dashb
     assert code == 0, dashboard.output
     assert dashboard.output.strip().splitlines() == [
         f"optuna-dashboard for {url} on http://127.0.0.1:{port} (Ctrl-C stops it)"], dashboard.output
+
+
+def test_serving_from_another_thread_still_works_and_shuts_down():
+    """Signal handlers can only be set in the main thread: a program that serves the dashboard
+    from a thread of its own (and stops it with shutdown()) gets the plain loop."""
+    import threading
+    from urllib.request import urlopen
+    from wsgiref.simple_server import WSGIServer, make_server
+
+    from hpo.read.dashboard import _QuietHandler, serve_until_stopped
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"served"]
+
+    server = make_server("127.0.0.1", 0, app, WSGIServer, _QuietHandler)
+    thread = threading.Thread(target=serve_until_stopped, args=(server,), daemon=True)
+    thread.start()
+    try:
+        with urlopen(f"http://127.0.0.1:{server.server_port}/", timeout=10) as response:
+            assert response.read() == b"served"
+    finally:
+        if thread.is_alive():  # shutdown() waits for a loop that never started otherwise
+            server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+    assert not thread.is_alive()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the main thread's untouched
