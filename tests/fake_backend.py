@@ -65,6 +65,7 @@ class FakeBackend(TrialBackend):
     most_at_once: int = 0
     closed: bool = False
     fail_launch: int | None = None  # the launch (0-based) that raises, as a worker that cannot start
+    interrupt_launch: int | None = None  # the launch (0-based) after whose send Ctrl-C lands
 
     def capacity(self) -> tuple[float, float]:
         return self.cpus, self.gpus
@@ -80,6 +81,8 @@ class FakeBackend(TrialBackend):
         self.launched.append((self.clock.now, task.key))
         self.most_at_once = max(self.most_at_once, len(self.running))
         assert len(self.running) * self.slot.cpu <= self.cpus, "launched past the cluster's CPUs"
+        if self.interrupt_launch == len(self.launched) - 1:
+            raise KeyboardInterrupt  # the signal's handler runs as the call returns: the trial runs
 
     def poll(self, timeout: float) -> Events:
         events = Events()

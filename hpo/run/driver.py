@@ -371,8 +371,15 @@ class StudyDriver:
 
     def _launch(self, run: _Running) -> None:
         launched_at = datetime.now()
-        self.backend.launch(run.task)
+        # Marked started before the call: a Ctrl-C or SIGTERM landing just after the backend
+        # sent it (its worker already runs it) must find it started, so that it is handed back
+        # and queued again, not left for nobody. A launch that fails never reached a worker.
         run.started = self.clock.monotonic()
+        try:
+            self.backend.launch(run.task)
+        except Exception:
+            run.started = None
+            raise
         if run.started > run.asked:  # it waited for a slot: its run starts now, not at the ask
             self.recorder.started(run.trial, launched_at)
 

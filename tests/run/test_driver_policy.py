@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from hpo.run.ask_ahead import AskAhead
 from hpo.run.driver import LeaseLost, StudyDriver
 from hpo.run.recorder import StudyRecorder
-from hpo.store.attrs import ERROR_ATTR, INFO_ATTR, was_stopped
+from hpo.store.attrs import ERROR_ATTR, INFO_ATTR, RESUMES_ATTR, was_stopped
 from hpo.store.jobs import JobState
 from hpo.store.owned_storage import OwnedStudyStorage
 
@@ -212,6 +212,22 @@ def test_stop_hands_running_trials_back(store):
     assert all(was_stopped(t) for t in handed)
     assert result.counts.stopped == len(handed) and result.counts.failed == 0
     assert states(study)[TrialState.RUNNING] == 0
+
+
+def test_a_ctrl_c_landing_right_after_a_launch_hands_that_trial_back_too(store):
+    """SIGTERM or Ctrl-C can land between the backend's send and the driver's next line (seen
+    on a loaded machine): the trial already runs on its worker, so it is handed back and queued
+    again like the others, not left failed with nothing to resume it."""
+    spec = make_spec(search_space=X, n_trials=6, sampler="random")
+    study, backend, driver = drive(store, spec, lambda task: Script(duration=50))
+    backend.interrupt_launch = 1
+    with pytest.raises(KeyboardInterrupt):
+        driver.run()
+    handed = [t for t in study.trials if t.state == TrialState.FAIL]
+    queued = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert len(handed) == 2 and all(was_stopped(t) and t.user_attrs["hpo:run"]["retried"] for t in handed)
+    assert sorted(t.user_attrs[RESUMES_ATTR] for t in queued) == sorted(t.number for t in handed)
+    assert sorted(backend.cancelled) == sorted(key for _, key in backend.launched)  # both workers stopped
 
 
 def test_study_timeout_starts_no_trial_after_the_deadline(store):
