@@ -265,6 +265,9 @@ class StudyDriver:
             raise
         except KeyboardInterrupt:
             self._abandon_running("interrupted (Ctrl-C); the study re-runs it when resumed")
+            # a trial asked but not yet tracked (the signal landed while it was sampled) has no
+            # attempt row, so a next run would take it for one of Optuna's tools': fail it now
+            self._fail_left_running("interrupted (Ctrl-C) while it was asked; never started")
             raise
         except BaseException as exc:
             self._abandon_running(f"driver stopped: {type(exc).__name__}")

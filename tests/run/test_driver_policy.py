@@ -271,6 +271,32 @@ class _TimedSampler(optuna.samplers.RandomSampler):
         super().before_trial(study, trial)
 
 
+class _InterruptedSampler(optuna.samplers.RandomSampler):
+    """Random sampling; Ctrl-C lands while the trial numbered ``at`` is sampled."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__(seed=0)
+        self.at = at
+
+    def sample_independent(self, study, trial, name, distribution):
+        if trial.number == self.at:
+            raise KeyboardInterrupt
+        return super().sample_independent(study, trial, name, distribution)
+
+
+def test_a_ctrl_c_while_a_trial_is_sampled_leaves_nothing_running(store):
+    """The trial being asked exists in the store (RUNNING) before the driver tracks it; without
+    an attempt row a next run would leave it to 'its asker' for ever. It is failed as stopped."""
+    spec = make_spec(search_space=X, n_trials=6, sampler="random")
+    study, backend, driver = drive(store, spec, lambda task: Script(duration=10))
+    study.sampler = _InterruptedSampler(at=3)
+    with pytest.raises(KeyboardInterrupt):
+        driver.run()
+    assert states(study)[TrialState.RUNNING] == 0
+    asked = study.trials[3]
+    assert asked.state == TrialState.FAIL and was_stopped(asked) and "while it was asked" in asked.user_attrs[ERROR_ATTR]
+
+
 @pytest.mark.parametrize("ask_s, prepared", [(0.0, False), (0.1, False), (0.5, True)])
 def test_a_trial_is_prepared_ahead_only_where_asks_take_a_share_of_a_trials_time(store, ask_s, prepared):
     """A trial asked before a slot frees is sampled without the result that frees it, so the
