@@ -520,11 +520,7 @@ class StudyDriver:
             if frozen is not None:
                 self.counts.pruned += 1
         elif finished.stopped:  # hpo lost it (its report channel died): queued again, using no retry
-            info["retried"] = self._retry(run.trial.user_attrs, run.params, run.attempt, run.trial.number, failed=False)
-            frozen = self.recorder.fail(id_of(run.trial), run.trial.number, outcome.error or "stopped", info,
-                                        stopped=True)
-            if frozen is not None:
-                self.counts.stopped += 1
+            frozen = self._hand_back(run, outcome.error or "stopped", info, goes_on=True)
         else:
             retried = infrastructure and self._retry(run.trial.user_attrs, run.params, run.attempt, run.trial.number)
             info["retried"] = retried
@@ -702,15 +698,21 @@ class StudyDriver:
                 # a prepared segment of a schedule is its lineage's next one: it is queued again too
                 goes_on = run.started is not None or (self.schedule is not None
                                                       and self.schedule.owns(run.trial.user_attrs))
-                retried = goes_on and self._retry(
-                    run.trial.user_attrs, run.params, run.attempt, run.trial.number, failed=False)
-                if self.recorder.fail(id_of(run.trial), run.trial.number, reason,
-                                      {"attempt": run.attempt, "retried": retried}, stopped=True) is not None:
-                    self.counts.stopped += 1
+                self._hand_back(run, reason, {"attempt": run.attempt}, goes_on)
             except Exception:  # the database may be what failed; the next owner cleans up
                 pass
         self._running.clear()
         self.counts.running = 0
+
+    def _hand_back(self, run: _Running, reason: str, info: dict[str, Any], goes_on: bool) -> FrozenTrial | None:
+        """Record a trial hpo stopped as FAIL (``hpo:stopped``, no failure of the objective) and,
+        when it ``goes_on``, queue it again with the same parameters, using up no retry."""
+        info["retried"] = goes_on and self._retry(run.trial.user_attrs, run.params, run.attempt, run.trial.number,
+                                                  failed=False)
+        frozen = self.recorder.fail(id_of(run.trial), run.trial.number, reason, info, stopped=True)
+        if frozen is not None:
+            self.counts.stopped += 1
+        return frozen
 
     def _pareto(self) -> list[FrozenTrial]:
         if not self.spec.is_multi_objective:
