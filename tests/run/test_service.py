@@ -3,6 +3,7 @@ cluster of two nodes, graceful stop, and the SQLite one-serve rule."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,7 +12,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -35,13 +38,30 @@ def serve_slow_study(tmp_path: Path, url: str, n: int, seed: int, delay: float,
     return start_serve(url, log=tmp_path / "a.log", extra_env=extra_env)
 
 
-def finish_with_a_new_serve(tmp_path: Path, url: str, n: int) -> None:
-    """A next serve resumes study "slow" and finishes its budget exactly."""
-    serve = start_serve(url, log=tmp_path / "b.log")
+@contextlib.contextmanager
+def serving_here(url: str, **options) -> Iterator[None]:
+    """A serve in this process, on the session's Ray (it starts no runtime of its own), for as
+    long as the block runs."""
+    from hpo.run.service import Server
+    from hpo.store.database import Store
+
+    store = Store(url)
+    stop_event = threading.Event()
+    thread = threading.Thread(target=Server(store, poll_s=0.1, **options).run, args=(stop_event,))
+    thread.start()
     try:
-        states = wait_finished(url, ["slow"], timeout=120)
+        yield
     finally:
-        stop(serve)
+        stop_event.set()
+        thread.join()
+        store.dispose()
+
+
+def finish_with_a_new_serve(url: str, n: int) -> None:
+    """A next serve resumes study "slow" and finishes its budget exactly. It runs in this process
+    (a next `hpo serve` process finishes a study in test_faults' kill -9 test)."""
+    with serving_here(url):
+        states = wait_finished(url, ["slow"], timeout=120)
     assert states == {"slow": "COMPLETED"}
     final = api.status("slow", storage=url)
     assert final.complete + final.pruned == n and final.running == 0
@@ -94,7 +114,7 @@ def test_serve_refuses_a_second_replica_on_one_sqlite_file(tmp_path):
         assert stop(first) == 0
 
 
-def test_sigterm_hands_running_trials_back_and_the_next_serve_finishes(tmp_path):
+def test_sigterm_hands_running_trials_back_and_the_next_serve_finishes(ray_runtime, tmp_path):
     url = f"sqlite:///{tmp_path}/term.db"
     serve = serve_slow_study(tmp_path, url, n=10, seed=1, delay=0.25)
     try:
@@ -104,7 +124,7 @@ def test_sigterm_hands_running_trials_back_and_the_next_serve_finishes(tmp_path)
     mid = api.status("slow", storage=url)
     assert mid.state == "INTERRUPTED" and mid.running == 0 and mid.complete < 10
     assert mid.stopped >= 1 and mid.failed == 0  # the running trials were handed back, not failed
-    finish_with_a_new_serve(tmp_path, url, 10)
+    finish_with_a_new_serve(url, 10)
 
 
 def test_the_readmes_cluster_recipe_runs_a_study_on_both_nodes(tmp_path):
@@ -166,8 +186,6 @@ def test_fair_share_runs_no_more_studies_than_hold_one_trial_each():
 def test_a_serve_never_claims_again_a_study_it_runs_when_its_own_lease_lapsed(store):
     """Under load the first renewal of a short lease can come late; the serve's next poll must not
     start a second driver of the same study (it would fail the first one's live trials)."""
-    import threading
-
     from hpo.run.service import Server
     from hpo.store.jobs import Jobs
 
@@ -194,12 +212,8 @@ def test_a_serve_never_claims_again_a_study_it_runs_when_its_own_lease_lapsed(st
 def test_a_study_whose_driver_crashes_every_time_ends_failed_instead_of_looping(ray_runtime, tmp_path):
     """A stored spec that validates but crashes the driver (here: a sampler option of the wrong
     type, as an older hpo let through submit) is retried after a backoff, then FAILED."""
-    import json
-    import threading
-
     import sqlalchemy as sa
 
-    from hpo.run.service import Server
     from hpo.store.database import Store
     from hpo.store.schema import jobs as jobs_table
 
@@ -210,19 +224,12 @@ def test_a_study_whose_driver_crashes_every_time_ends_failed_instead_of_looping(
         spec = json.loads(conn.execute(sa.select(jobs_table.c.spec)).scalar())
         spec["sampler"] = {"name": "tpe", "options": {"n_startup_trials": "ten"}}
         conn.execute(jobs_table.update().values(spec=json.dumps(spec)))
-    stop_event = threading.Event()
-    server = Server(store, poll_s=0.1, crash_backoff_s=0.2)
-    thread = threading.Thread(target=server.run, args=(stop_event,))
-    thread.start()
-    try:
+    store.dispose()
+    with serving_here(url, crash_backoff_s=0.2):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and api.status("poison", storage=url).state != "FAILED":
             time.sleep(0.2)
         time.sleep(1.0)  # a serve still looping would claim it again meanwhile
-    finally:
-        stop_event.set()
-        thread.join()
-        store.dispose()
     status = api.status("poison", storage=url)
     assert status.state == "FAILED" and "crashed 3 times" in status.message and "TypeError" in status.message
     study = optuna.load_study(study_name="poison", storage=url)
@@ -232,11 +239,6 @@ def test_a_study_whose_driver_crashes_every_time_ends_failed_instead_of_looping(
 def test_studies_whose_modules_share_a_name_run_their_own_code_under_one_serve(ray_runtime, tmp_path):
     """a/train.py and b/train.py, each with its own check_args: submitted from one process and
     run by one serve, each study's trials get its own module's args and code."""
-    import threading
-
-    from hpo.run.service import Server
-    from hpo.store.database import Store
-
     url = f"sqlite:///{tmp_path}/same.db"
     for name, value in (("a", 1.0), ("b", 2.0)):
         folder = tmp_path / name
@@ -248,16 +250,8 @@ def test_studies_whose_modules_share_a_name_run_their_own_code_under_one_serve(r
             f"name: same-{name}\nobjective: train:objective\nsearch_space: {{x: {{type: float, low: 0, high: 1}}}}\n"
             "n_trials: 3\nmax_concurrent_trials: 1\n")
         api.submit(folder / "spec.yaml", storage=url)
-    store = Store(url)
-    stop_event = threading.Event()
-    thread = threading.Thread(target=Server(store, poll_s=0.1).run, args=(stop_event,))
-    thread.start()
-    try:
+    with serving_here(url):
         states = wait_finished(url, ["same-a", "same-b"], timeout=120)
-    finally:
-        stop_event.set()
-        thread.join()
-        store.dispose()
     assert states == {"same-a": "COMPLETED", "same-b": "COMPLETED"}
     for name, expected in (("a", 11.0), ("b", 22.0)):
         study = optuna.load_study(study_name=f"same-{name}", storage=url)
@@ -268,8 +262,6 @@ def test_studies_whose_modules_share_a_name_run_their_own_code_under_one_serve(r
 def test_a_cluster_with_no_live_cpu_hands_studies_back_instead_of_failing_them(ray_runtime, tmp_path):
     """The policy on a cluster that reports no CPU (its raylet died): nothing FAILED, the serve
     ends with RuntimeLost (exit 3) for a supervisor to restart it."""
-    import threading
-
     import pytest
 
     from hpo.errors import RuntimeLost
@@ -288,7 +280,7 @@ def test_a_cluster_with_no_live_cpu_hands_studies_back_instead_of_failing_them(r
     assert api.status("waiting", storage=url).state == "QUEUED"
 
 
-def test_a_serve_whose_raylet_dies_exits_3_and_the_next_serve_finishes(tmp_path):
+def test_a_serve_whose_raylet_dies_exits_3_and_the_next_serve_finishes(ray_runtime, tmp_path):
     url = f"sqlite:///{tmp_path}/raylet.db"
     # Ray's GCS declares a silent node dead after 5 failed health checks 3 s apart; checked
     # faster here (Ray's own settings, for this serve's runtime only) the study can be short
@@ -306,7 +298,7 @@ def test_a_serve_whose_raylet_dies_exits_3_and_the_next_serve_finishes(tmp_path)
     assert code == 3, (tmp_path / "a.log").read_text()[-2000:]
     mid = api.status("slow", storage=url)
     assert mid.state == "INTERRUPTED" and mid.running == 0
-    finish_with_a_new_serve(tmp_path, url, 8)
+    finish_with_a_new_serve(url, 8)
 
 
 def _cmdline(pid: int) -> bytes:
