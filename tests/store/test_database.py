@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import optuna
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from hpo.errors import HpoError
 from hpo.store.database import DEFAULT_URL, Store, mask, resolve_url
@@ -66,6 +68,42 @@ def test_server_engines_pre_ping(postgres_url):
     assert store.engine.pool._pre_ping is True
     store.check()
     store.dispose()
+
+
+@pytest.mark.parametrize("server", ["sqlite_url", "postgres_url"])
+def test_a_store_of_another_optuna_schema_is_one_line_naming_it_and_the_upgrade(server, request):
+    """A store whose Optuna tables are at an older revision than the installed Optuna's (made by
+    an older Optuna): Optuna's own advice as one line, with the store's URL, password masked."""
+    url = make_url(request.getfixturevalue(server))
+    if url.get_backend_name() == "postgresql":
+        url = url.set(password=SECRET)  # trust auth here: asked for by nobody, shown to nobody
+    url = url.render_as_string(hide_password=False)
+    store = Store(url)
+    store.optuna  # noqa: B018 (creates Optuna's tables at the installed Optuna's revision)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = 'v3.0.0.d'"))
+    store.dispose()
+    with pytest.raises(HpoError) as err:
+        Store(url).optuna  # noqa: B018
+    text = str(err.value)
+    assert f"optuna storage upgrade --storage {mask(url)}" in text and "is no longer compatible" in text
+    assert SECRET not in text and "\n" not in text
+
+
+def test_the_installed_optunas_schema_revision_is_read_once_per_process(sqlite_url, monkeypatch):
+    """Optuna's schema check reads every migration script of the installed Optuna; hpo reads
+    them once per process, not each time a store is opened (`hpo status`, each poll of a watch)."""
+    from hpo.store import database
+
+    reads = []
+    real = optuna.storages.RDBStorage.get_head_version
+    monkeypatch.setattr(optuna.storages.RDBStorage, "get_head_version", lambda self: reads.append(1) or real(self))
+    monkeypatch.setattr(database, "_OPTUNA_HEAD", [])
+    for _ in range(3):
+        store = Store(sqlite_url)
+        assert optuna.get_all_study_names(store.optuna) == []
+        store.dispose()
+    assert len(reads) == 1
 
 
 @pytest.mark.parametrize("server", ["postgres_url", "mysql_url"])
