@@ -50,7 +50,8 @@ def wait_finished(url: str, names: list[str], timeout: float) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     states = {}
     while time.monotonic() < deadline:
-        states = {n: api.status(n, storage=url).state for n in names}
+        known = {s.study_name: s.state for s in api.list_studies(storage=url)}  # one store open a poll
+        states = {n: known.get(n, "MISSING") for n in names}
         if all(s in ("COMPLETED", "FAILED", "CANCELLED") for s in states.values()):
             break
         time.sleep(0.3)
