@@ -51,8 +51,13 @@ scikit-learn imported and a 12k x 40 dataset built at the module's import; an ML
 `latency` (8 trials in flight on 0.25 CPU each, 10 reports 50 ms apart, median pruner: every
 report waits for a decision; hpo and Optuna only, Optuna with 8 processes).
 
+Successive halving is Optuna's rule by default (hpo and Optuna run the same pruner; Ray Tune runs
+its ASHAScheduler on the same rungs, a rule that keeps more trials). `--pruner asha` gives hpo
+Ray Tune's rule instead (hpo's `asha` pruner), so that hpo and Ray Tune prune alike; the Optuna
+systems sit that out.
+
     python benchmarks/compare.py [--smoke] [--only overhead,utilization,quality,heavy,latency]
-        [--systems hpo-sqlite,...] [--seeds N] [--out DIR] [--reuse JSON]
+        [--systems hpo-sqlite,...] [--seeds N] [--out DIR] [--reuse JSON] [--pruner asha]
 
 Writes DIR/results.json (per workload and system: the medians over seeds, and each seed's
 figures) and DIR/best_vs_time[_heavy].html (+ .png when it can be rendered); prints a table.
@@ -135,6 +140,18 @@ def workload_config(name: str, smoke: bool, seeds: int) -> dict[str, Any]:
     else:
         raise SystemExit(f"unknown workload {name!r}; choose from {ALL_WORKLOADS}")
     return dict(spec=_spec_defaults(spec), seeds=many if name in ("quality", "heavy") else one, skip={})
+
+
+def with_pruner(cfg: dict[str, Any], pruner: str) -> dict[str, Any]:
+    """The workload with ``asha`` (Ray Tune's stopping rule, same options) in place of Optuna's
+    successive halving; Optuna has no such pruner, so its systems sit that out."""
+    if pruner == "successive_halving" or cfg["spec"]["pruner"]["name"] != "successive_halving":
+        return cfg
+    cfg["spec"]["pruner"] = {**cfg["spec"]["pruner"], "name": pruner}
+    for system in ALL_SYSTEMS.split(","):
+        if system.startswith("optuna"):
+            cfg["skip"].setdefault(system, "Optuna has no pruner with Ray Tune's ASHA rule")
+    return cfg
 
 
 def _spec_defaults(spec: dict[str, Any]) -> dict[str, Any]:
@@ -497,10 +514,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--reuse", type=Path, help="an earlier results.json: keep its workloads that --only skips "
                         "(marked as reused in the output)")
+    parser.add_argument("--pruner", choices=("successive_halving", "asha"), default="successive_halving",
+                        help="the rule of the workloads that prune by successive halving: Optuna's "
+                        "(every system) or asha, Ray Tune's ASHAScheduler rule (hpo and Ray Tune only)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     only = args.only or (SMOKE_WORKLOADS if args.smoke else ALL_WORKLOADS)
-    configs = {w: workload_config(w, args.smoke, args.seeds) for w in only.split(",") if w}
+    configs = {w: with_pruner(workload_config(w, args.smoke, args.seeds), args.pruner) for w in only.split(",") if w}
     chosen = {w: (args.systems or ALL_SYSTEMS).split(",") for w in configs}
     if args.smoke and args.systems is None:
         chosen = {w: list(SMOKE_SYSTEMS[w]) for w in configs}

@@ -80,7 +80,7 @@ def main() -> None:
     mode = "max" if spec.get("direction") == "maximize" else "min"
     name, options = pruner_options(spec)
     max_t = objective_args.get("epochs", objective_args.get("steps", 5))
-    if name == "successive_halving":
+    if name in ("successive_halving", "asha"):  # hpo's asha is this scheduler's rule exactly
         scheduler = ASHAScheduler(time_attr="step", max_t=max_t, grace_period=options.get("min_resource", 1),
                                   reduction_factor=options.get("reduction_factor", 4))
     elif name == "none":

@@ -1,4 +1,5 @@
-"""Pruners by name. ``patient`` wraps another pruner given as ``wrapped: {name, options}``."""
+"""Pruners by name: Optuna's, ``asha`` (Ray Tune's stopping rule, hpo/spec/asha.py), and ``patient``,
+which wraps another pruner given as ``wrapped: {name, options}``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import optuna
 
 from hpo.errors import HpoError
+from hpo.spec.asha import AshaPruner
 from hpo.spec.registry import Registry
 
 PRUNERS: Registry[optuna.pruners.BasePruner] = Registry("pruner")
@@ -30,6 +32,7 @@ PRUNERS.register("none", optuna.pruners.NopPruner)
 PRUNERS.register("median", optuna.pruners.MedianPruner)
 PRUNERS.register("percentile", optuna.pruners.PercentilePruner)
 PRUNERS.register("successive_halving", optuna.pruners.SuccessiveHalvingPruner)
+PRUNERS.register("asha", AshaPruner)
 PRUNERS.register("hyperband", optuna.pruners.HyperbandPruner)
 PRUNERS.register("threshold", optuna.pruners.ThresholdPruner)
 PRUNERS.register("wilcoxon", optuna.pruners.WilcoxonPruner)

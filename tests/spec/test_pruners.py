@@ -26,7 +26,7 @@ def run(store, pruner, steps=6, noise=0.02, **fields):
 
 def test_every_registered_pruner_is_tested():
     assert set(PRUNERS.names()) == {
-        "none", "median", "percentile", "successive_halving", "hyperband", "wilcoxon", "threshold", "patient"
+        "none", "median", "percentile", "successive_halving", "asha", "hyperband", "wilcoxon", "threshold", "patient"
     }
 
 
@@ -42,6 +42,7 @@ def test_none_prunes_nothing(ray_runtime, store):
         {"name": "median", "options": {"n_startup_trials": 2, "n_warmup_steps": 1}},
         {"name": "percentile", "options": {"percentile": 25.0, "n_startup_trials": 2}},
         {"name": "successive_halving", "options": {"min_resource": 1, "reduction_factor": 3}},
+        {"name": "asha", "options": {"min_resource": 1, "reduction_factor": 3}},
         {"name": "hyperband", "options": {"min_resource": 1, "max_resource": 6, "reduction_factor": 3}},
         {"name": "wilcoxon", "options": {"p_threshold": 0.3, "n_startup_steps": 2}},
         {"name": "patient", "options": {"wrapped": {"name": "median", "options": {"n_startup_trials": 2}}, "patience": 0}},
