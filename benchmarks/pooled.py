@@ -9,7 +9,8 @@ interleaved per seed, so a pair shares the machine's state), and prints per pair
 how many pairs, the mean difference of best value with its standard error, how often the first
 was better, equal, worse, and the same per seed (the same seeds recur across runs, so a seed
 whose TPE run finds a good region for one system counts once per run: read the per-seed rows
-before the pooled standard error), and the median ratio of wall times.
+before the pooled standard error), and the median ratio of wall times. hpo's studies of a
+`compare.py --pruner asha` run count as another system, `hpo-sqlite[asha]`, paired with Ray Tune.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 PAIRS = (("hpo-sqlite", "optuna-sqlite"), ("hpo-postgres", "optuna-postgres"), ("hpo-ray-sqlite", "optuna-sqlite"),
          ("hpo-sqlite", "raytune"), ("hpo-postgres", "raytune"), ("optuna-sqlite", "raytune"),
-         ("optuna-postgres", "raytune"))
+         ("optuna-postgres", "raytune"), ("hpo-sqlite[asha]", "raytune"), ("hpo-postgres[asha]", "raytune"))
 
 
 def studies(paths: list[Path], workload: str) -> dict[tuple[str, int], dict[str, dict]]:
@@ -34,7 +35,10 @@ def studies(paths: list[Path], workload: str) -> dict[tuple[str, int], dict[str,
         if workload not in data.get("workloads", {}):
             continue
         seeds = data["config"][workload]["seeds"]
+        pruner = data["config"][workload]["spec"].get("pruner", {}).get("name", "none")
         for system, result in data["workloads"][workload].items():
+            if system.startswith("hpo") and pruner == "asha":  # compare.py --pruner asha: another hpo
+                system = f"{system}[asha]"
             for seed, figures in zip(seeds, result["seeds"]):
                 out.setdefault((path.name, seed), {})[system] = figures
     return out
