@@ -23,16 +23,22 @@ from pathlib import Path
 from common import load, pruner_options
 
 
+TRIAL_NUMBER = "__trial_number"
+
+
 class DefineByRun:
-    """OptunaSearch samples the spec's space with hpo's own define-by-run sampling (picklable)."""
+    """OptunaSearch samples the spec's space with hpo's own define-by-run sampling (picklable).
+    The Optuna trial's number rides along in the config (a constant the trainable takes out), so
+    that each trial gets a seed of its own as in the other systems (seed + trial number)."""
 
     def __init__(self, space: dict) -> None:
         self.space = space
 
-    def __call__(self, trial) -> None:
+    def __call__(self, trial) -> dict:
         from hpo.spec.space import SearchSpace
 
         SearchSpace.model_validate(self.space).sample(trial)
+        return {TRIAL_NUMBER: trial.number}
 
 
 def main() -> None:
@@ -75,7 +81,9 @@ def main() -> None:
             tune.report({"value": value, "step": step, "t": time.time(), "t_start": trial_start, "pid": os.getpid()})
             return False  # ASHA stops the trial at a report when it prunes it
 
-        fn(dict(config), Reporter(seed=seed, send=send), **objective_args)
+        params = dict(config)
+        number = params.pop(TRIAL_NUMBER)
+        fn(params, Reporter(trial_number=number, seed=seed + number, send=send), **objective_args)
 
     mode = "max" if spec.get("direction") == "maximize" else "min"
     name, options = pruner_options(spec)
