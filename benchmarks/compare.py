@@ -538,6 +538,8 @@ def main() -> None:
         "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
                     **{lib: version(lib) for lib in ("hpo", "optuna", "ray", "torch", "scikit-learn")}},
         "smoke": args.smoke, "config": {}, "workloads": {},
+        # each peer's torch seed per trial (before c7117b3 Ray Tune's trials all had the study's seed)
+        "trial_seeds": {"hpo": "per trial", "optuna": "seed + trial number", "raytune": "seed + trial number"},
     }
     timeout_s = 300 if args.smoke else 3600
     with tempfile.TemporaryDirectory(prefix="hpo-bench-") as tmp_name:

@@ -10,7 +10,9 @@ how many pairs, the mean difference of best value with its standard error, how o
 was better, equal, worse, and the same per seed (the same seeds recur across runs, so a seed
 whose TPE run finds a good region for one system counts once per run: read the per-seed rows
 before the pooled standard error), and the median ratio of wall times. hpo's studies of a
-`compare.py --pruner asha` run count as another system, `hpo-sqlite[asha]`, paired with Ray Tune.
+`compare.py --pruner asha` run count as another system, `hpo-sqlite[asha]`, paired with Ray Tune;
+Ray Tune's studies of runs before c7117b3, whose trials all had the study's torch seed (hpo's and
+Optuna's each have their own), count as `raytune[one seed]`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 PAIRS = (("hpo-sqlite", "optuna-sqlite"), ("hpo-postgres", "optuna-postgres"), ("hpo-ray-sqlite", "optuna-sqlite"),
          ("hpo-sqlite", "raytune"), ("hpo-postgres", "raytune"), ("optuna-sqlite", "raytune"),
-         ("optuna-postgres", "raytune"), ("hpo-sqlite[asha]", "raytune"), ("hpo-postgres[asha]", "raytune"))
+         ("optuna-postgres", "raytune"), ("hpo-sqlite", "raytune[one seed]"), ("hpo-postgres", "raytune[one seed]"),
+         ("optuna-sqlite", "raytune[one seed]"), ("optuna-postgres", "raytune[one seed]"),
+         ("hpo-sqlite[asha]", "raytune[one seed]"), ("hpo-postgres[asha]", "raytune[one seed]"))
 
 
 def studies(paths: list[Path], workload: str) -> dict[tuple[str, int], dict[str, dict]]:
@@ -39,6 +43,8 @@ def studies(paths: list[Path], workload: str) -> dict[tuple[str, int], dict[str,
         for system, result in data["workloads"][workload].items():
             if system.startswith("hpo") and pruner == "asha":  # compare.py --pruner asha: another hpo
                 system = f"{system}[asha]"
+            if system == "raytune" and "trial_seeds" not in data:  # before c7117b3: one seed for all trials
+                system = "raytune[one seed]"
             for seed, figures in zip(seeds, result["seeds"]):
                 out.setdefault((path.name, seed), {})[system] = figures
     return out

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from common import load, pruner_options
 
-
 TRIAL_NUMBER = "__trial_number"
 
 
