@@ -8,8 +8,9 @@ interpolation; the mirror quantile when minimizing). The first trial at a rung g
 
 Optuna's ``successive_halving`` keeps a trial only if it ranks in the top
 ``max(1, n // reduction_factor)`` of the ``n`` trials at the rung, itself included, so the first
-few trials at each rung must each be the best so far; here a trial a third of the way below the
-best of two goes on. With the same options asha prunes less and trains more, as Ray Tune does.
+few trials at each rung must each be the best so far; here (reduction factor 3, two trials
+before it) a trial goes on if it is two thirds of the way from the worse of them to the better.
+On the same curves and options asha prunes less and trains more, as Ray Tune does.
 A study moved from Ray Tune keeps its schedule: ``grace_period`` is ``min_resource`` (in the
 steps the objective reports), ``reduction_factor`` the same.
 """
