@@ -34,6 +34,9 @@ class AshaPruner(optuna.pruners.BasePruner):
             raise ValueError(f"reduction_factor must be a number above 1, not {reduction_factor!r}")
         self._min_resource = min_resource
         self._factor = float(reduction_factor)
+        # what each trial was judged on, by (study, number, start) and the count of its values: a
+        # decision reads every trial's, and a finished trial's never changes
+        self._seen: dict[tuple[str, int, object], tuple[int, dict[int, float]]] = {}
 
     def _rung_at(self, step: int) -> int:
         """The highest rung at or below ``step`` (-1: below the first)."""
@@ -57,6 +60,15 @@ class AshaPruner(optuna.pruners.BasePruner):
                 rung = None
         return out, rung
 
+    def _judged_of(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[int, float]:
+        key = (study.study_name, trial.number, trial.datetime_start)
+        count = len(trial.intermediate_values)
+        seen = self._seen.get(key)
+        if seen is None or seen[0] != count:
+            seen = (count, self.judged(trial.intermediate_values)[0])
+            self._seen[key] = seen
+        return seen[1]
+
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         if trial.last_step is None:
             return False
@@ -71,7 +83,7 @@ class AshaPruner(optuna.pruners.BasePruner):
             sign * v
             for other in study.get_trials(deepcopy=False)
             if other.number != trial.number
-            for v in [self.judged(other.intermediate_values)[0].get(rung)]
+            for v in [self._judged_of(study, other).get(rung)]
             if v is not None and not math.isnan(v)
         ]
         if not earlier:

@@ -118,3 +118,21 @@ def test_a_report_between_rungs_never_stops_a_trial_and_a_nan_does():
 def test_bad_options_are_one_clear_error(options, message):
     with pytest.raises(HpoError, match=message):
         PRUNERS.build("asha", options)
+
+
+def test_a_study_deleted_and_made_again_under_its_name_is_judged_on_its_own_trials():
+    """The pruner keeps what each trial was judged on; a new study of the same name (optuna
+    delete-study, then a new run) must not be judged on the old one's values."""
+    storage = optuna.storages.InMemoryStorage()
+    pruner = AshaPruner(1, 3)
+    for first_value, pruned in [(0.9, True), (0.1, False)]:
+        study = optuna.create_study(study_name="again", storage=storage, direction="maximize", pruner=pruner)
+        first = study.ask()
+        first.report(first_value, 0)
+        first.report(first_value, 1)
+        study.tell(first, first_value)
+        second = study.ask()
+        second.report(0.5, 0)
+        second.report(0.5, 1)
+        assert second.should_prune() is pruned
+        optuna.delete_study(study_name="again", storage=storage)
