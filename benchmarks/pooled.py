@@ -28,6 +28,7 @@ PAIRS = (("hpo-sqlite", "optuna-sqlite"), ("hpo-postgres", "optuna-postgres"), (
          ("hpo-sqlite", "raytune"), ("hpo-postgres", "raytune"), ("optuna-sqlite", "raytune"),
          ("optuna-postgres", "raytune"), ("hpo-sqlite", "raytune[one seed]"), ("hpo-postgres", "raytune[one seed]"),
          ("optuna-sqlite", "raytune[one seed]"), ("optuna-postgres", "raytune[one seed]"),
+         ("hpo-sqlite[asha]", "raytune"), ("hpo-postgres[asha]", "raytune"),
          ("hpo-sqlite[asha]", "raytune[one seed]"), ("hpo-postgres[asha]", "raytune[one seed]"))
 
 
