@@ -1,4 +1,4 @@
-"""Why Ray Tune's studies end higher on the heavy workload: four ways of running hpo's study.
+"""Why Ray Tune's studies end higher on the heavy workload: hpo's study run five ways.
 
 compare.py's heavy workload, hpo with the ``asha`` pruner (Ray Tune's ASHAScheduler rule, so
 hpo and Ray Tune prune alike) on SQLite, each study a fresh `hpo run` process from the shell,
@@ -23,7 +23,7 @@ Ray Tune's. Best value: the best final (8th epoch) accuracy of a trial that ran 
 compare.py counts it.
 
     python benchmarks/info_lag.py [--seeds 10] [--variants plain,stopped,sequential,paced]
-        [--pace 3] [--out FILE.json]
+        [--pace 3] [--out FILE.json]   (variants: plain,stopped,sequential,paced,no-liar)
 
 Prints each study and, per variant, the median best and the mean difference from ``plain`` per
 seed (+- standard error); writes every study's figures to --out.
