@@ -1,4 +1,4 @@
-"""Why Ray Tune's studies end higher on the heavy workload: hpo's study run five ways.
+"""Why Ray Tune's studies end higher on the heavy workload: hpo's study run six ways.
 
 compare.py's heavy workload, hpo with the ``asha`` pruner (Ray Tune's ASHAScheduler rule, so
 hpo and Ray Tune prune alike) on SQLite, each study a fresh `hpo run` process from the shell,
@@ -13,6 +13,10 @@ the variants rotating per seed:
               fresh process per trial costs Ray Tune here before its first epoch
   no-liar     2 at a time, TPE with ``constant_liar: false`` (Optuna 5's default is true: a
               running trial counts among the worst while it runs)
+  at-free     2 at a time, every trial asked when a slot frees, as Optuna's and Ray Tune's are:
+              hpo's driver otherwise asks one ahead where asks take 2 % or more of a trial's
+              time (hpo/run/ask_ahead.py), which this workload's short pruned trials often meet;
+              the child process patches that weighing to never, an experiment only
 
 With 2 slots a trial is sampled while the other slot's trial still runs, so TPE does not know
 that one's result. In hpo's warm workers a trial that trains all 8 epochs takes several times a
@@ -23,7 +27,7 @@ Ray Tune's. Best value: the best final (8th epoch) accuracy of a trial that ran 
 compare.py counts it.
 
     python benchmarks/info_lag.py [--seeds 10] [--variants plain,stopped,sequential,paced]
-        [--pace 3] [--out FILE.json]   (variants: plain,stopped,sequential,paced,no-liar)
+        [--pace 3] [--out FILE.json]   (variants: plain,stopped,sequential,paced,no-liar,at-free)
 
 Prints each study and, per variant, the median best and the mean difference from ``plain`` per
 seed (+- standard error); writes every study's figures to --out.
@@ -45,7 +49,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-VARIANTS = ("plain", "stopped", "sequential", "paced", "no-liar")
+VARIANTS = ("plain", "stopped", "sequential", "paced", "no-liar", "at-free")
+PATCHED = ("stopped", "at-free")  # run by a child process of this script that patches hpo first
 PACED_MODULE = '''"""heavy.objective after a fixed pause (info_lag.py's paced variant)."""
 import time
 
@@ -75,8 +80,15 @@ def stopped_as_complete() -> None:
     recorder.StudyRecorder.prune = prune
 
 
-def child(spec: str, storage: str) -> None:
-    stopped_as_complete()
+def asks_at_free() -> None:
+    """Patch hpo's driver in this process: never a trial asked ahead of a free slot."""
+    from hpo.run.ask_ahead import AskAhead
+
+    AskAhead.wanted = lambda self: False  # type: ignore[method-assign]
+
+
+def child(variant: str, spec: str, storage: str) -> None:
+    {"stopped": stopped_as_complete, "at-free": asks_at_free}[variant]()
     from hpo.cli import cli
 
     cli(["run", spec, "--storage", storage], standalone_mode=True)
@@ -96,8 +108,8 @@ def run_one(folder: Path, variant: str, seed: int, pace: float, epochs: int) -> 
         cfg["spec"]["objective_args"]["pace_s"] = pace
     spec = compare.write_spec(folder, f"heavy-{variant}", cfg, seed)
     storage = f"sqlite:///{folder / f'{variant}-{seed}.db'}"
-    if variant == "stopped":
-        command = [sys.executable, str(Path(__file__).resolve()), "--variant-child", str(spec), storage]
+    if variant in PATCHED:
+        command = [sys.executable, str(Path(__file__).resolve()), "--variant-child", variant, str(spec), storage]
     else:
         command = [compare.HPO, "run", str(spec), "--storage", storage]
     env = {k: v for k, v in os.environ.items() if k not in compare.SCRUBBED}
@@ -108,7 +120,9 @@ def run_one(folder: Path, variant: str, seed: int, pace: float, epochs: int) -> 
     study = optuna.load_study(study_name=spec.stem, storage=storage)
     full = [t for t in study.trials if len(t.intermediate_values) == epochs]
     return {"variant": variant, "seed": seed, "best": max(t.intermediate_values[epochs - 1] for t in full),
-            "full_trials": len(full), "told_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
+            "full_trials": len(full),
+            "asked_ahead": sum(t.user_attrs.get("hpo:run", {}).get("queued_s", 0) > 0 for t in study.trials),
+            "told_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
             "epochs": sum(len(t.intermediate_values) for t in study.trials),
             "wall_s": round(wall, 2)}
 
@@ -119,7 +133,7 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--pace", type=float, default=3.0)
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--variant-child", nargs=2, metavar=("SPEC", "STORAGE"), help=argparse.SUPPRESS)
+    parser.add_argument("--variant-child", nargs=3, metavar=("VARIANT", "SPEC", "STORAGE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant_child:
         child(*args.variant_child)
