@@ -538,8 +538,9 @@ def main() -> None:
         "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
                     **{lib: version(lib) for lib in ("hpo", "optuna", "ray", "torch", "scikit-learn")}},
         "smoke": args.smoke, "config": {}, "workloads": {},
-        # each peer's torch seed per trial (before c7117b3 Ray Tune's trials all had the study's seed)
-        "trial_seeds": {"hpo": "per trial", "optuna": "seed + trial number", "raytune": "seed + trial number"},
+        # each peer's torch seed per trial (before c7117b3 Ray Tune's trials all had the study's seed;
+        # before "hpo's" the peers gave seed + trial number, the same as hpo's for seed 0 only)
+        "trial_seeds": {"hpo": "hpo's", "optuna": "hpo's", "raytune": "hpo's"},
     }
     timeout_s = 300 if args.smoke else 3600
     with tempfile.TemporaryDirectory(prefix="hpo-bench-") as tmp_name:

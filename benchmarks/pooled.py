@@ -12,7 +12,12 @@ whose TPE run finds a good region for one system counts once per run: read the p
 before the pooled standard error), and the median ratio of wall times. hpo's studies of a
 `compare.py --pruner asha` run count as another system, `hpo-sqlite[asha]`, paired with Ray Tune;
 Ray Tune's studies of runs before c7117b3, whose trials all had the study's torch seed (hpo's and
-Optuna's each have their own), count as `raytune[one seed]`.
+Optuna's each have their own), count as `raytune[one seed]`. Until the peers took hpo's trial seeds
+(results files whose `trial_seeds` say "hpo's"), Optuna's and Ray Tune's trials seeded torch with
+seed + trial number, which is hpo's seed on seed 0 only: their studies of those runs count as
+`optuna-sqlite[seed + n]` and so on, since on seeds 1 and 2 a configuration trained from other
+initial weights and batch orders there than in hpo, the same ones in every run (a seed's luck
+that pooling more runs does not average out).
 """
 
 from __future__ import annotations
@@ -24,11 +29,17 @@ import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
+SEED_N = "[seed + n]"
 PAIRS = (("hpo-sqlite", "optuna-sqlite"), ("hpo-postgres", "optuna-postgres"), ("hpo-ray-sqlite", "optuna-sqlite"),
          ("hpo-sqlite", "raytune"), ("hpo-postgres", "raytune"), ("optuna-sqlite", "raytune"),
-         ("optuna-postgres", "raytune"), ("hpo-sqlite", "raytune[one seed]"), ("hpo-postgres", "raytune[one seed]"),
-         ("optuna-sqlite", "raytune[one seed]"), ("optuna-postgres", "raytune[one seed]"),
-         ("hpo-sqlite[asha]", "raytune"), ("hpo-postgres[asha]", "raytune"),
+         ("optuna-postgres", "raytune"), ("hpo-sqlite[asha]", "raytune"), ("hpo-postgres[asha]", "raytune"),
+         ("hpo-sqlite", f"optuna-sqlite{SEED_N}"), ("hpo-postgres", f"optuna-postgres{SEED_N}"),
+         ("hpo-ray-sqlite", f"optuna-sqlite{SEED_N}"),
+         ("hpo-sqlite", f"raytune{SEED_N}"), ("hpo-postgres", f"raytune{SEED_N}"),
+         (f"optuna-sqlite{SEED_N}", f"raytune{SEED_N}"), (f"optuna-postgres{SEED_N}", f"raytune{SEED_N}"),
+         ("hpo-sqlite[asha]", f"raytune{SEED_N}"), ("hpo-postgres[asha]", f"raytune{SEED_N}"),
+         ("hpo-sqlite", "raytune[one seed]"), ("hpo-postgres", "raytune[one seed]"),
+         (f"optuna-sqlite{SEED_N}", "raytune[one seed]"), (f"optuna-postgres{SEED_N}", "raytune[one seed]"),
          ("hpo-sqlite[asha]", "raytune[one seed]"), ("hpo-postgres[asha]", "raytune[one seed]"))
 
 
@@ -44,8 +55,12 @@ def studies(paths: list[Path], workload: str) -> dict[tuple[str, int], dict[str,
         for system, result in data["workloads"][workload].items():
             if system.startswith("hpo") and pruner == "asha":  # compare.py --pruner asha: another hpo
                 system = f"{system}[asha]"
+            peer = "raytune" if system == "raytune" else "optuna" if system.startswith("optuna") else None
+            seeding = data.get("trial_seeds", {}).get(peer or "", "seed + trial number")
             if system == "raytune" and "trial_seeds" not in data:  # before c7117b3: one seed for all trials
                 system = "raytune[one seed]"
+            elif peer and seeding != "hpo's":
+                system = f"{system}{SEED_N}"
             for seed, figures in zip(seeds, result["seeds"]):
                 out.setdefault((path.name, seed), {})[system] = figures
     return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import load, pruner_options
+from common import load, pruner_options, trial_seed
 
 PRUNERS = {"successive_halving": "SuccessiveHalvingPruner", "median": "MedianPruner", "none": "NopPruner"}
 
@@ -52,7 +52,7 @@ def main() -> None:
             return trial.should_prune()
 
         try:
-            return fn(params, Reporter(trial_number=trial.number, seed=seed + trial.number, send=send),
+            return fn(params, Reporter(trial_number=trial.number, seed=trial_seed(seed, trial.number), send=send),
                       **objective_args)
         except Pruned:
             raise optuna.TrialPruned() from None

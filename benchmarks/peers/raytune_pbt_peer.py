@@ -43,7 +43,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common import load
+from common import load, trial_seed
 
 
 class TuneReporter:
@@ -157,7 +157,7 @@ def main() -> None:
             torch.set_num_threads(threads)
         number = int(tune.get_context().get_trial_id().rsplit("_", 1)[-1])
         # the trial's seed as hpo derives it from the study seed and the trial number
-        reporter = TuneReporter(seed=(seed * 1_000_003 + number) % (2**31 - 1), trial_number=number)
+        reporter = TuneReporter(seed=trial_seed(seed, number), trial_number=number)
         fn(dict(config), reporter, **objective_args)
 
     mode = "max" if spec.get("direction") == "maximize" else "min"

@@ -20,7 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common import load, pruner_options
+from common import load, pruner_options, trial_seed
 
 TRIAL_NUMBER = "__trial_number"
 
@@ -28,7 +28,7 @@ TRIAL_NUMBER = "__trial_number"
 class DefineByRun:
     """OptunaSearch samples the spec's space with hpo's own define-by-run sampling (picklable).
     The Optuna trial's number rides along in the config (a constant the trainable takes out), so
-    that each trial gets a seed of its own as in the other systems (seed + trial number)."""
+    that each trial gets the seed hpo would give it (common.trial_seed)."""
 
     def __init__(self, space: dict) -> None:
         self.space = space
@@ -82,7 +82,7 @@ def main() -> None:
 
         params = dict(config)
         number = params.pop(TRIAL_NUMBER)
-        fn(params, Reporter(trial_number=number, seed=seed + number, send=send), **objective_args)
+        fn(params, Reporter(trial_number=number, seed=trial_seed(seed, number), send=send), **objective_args)
 
     mode = "max" if spec.get("direction") == "maximize" else "min"
     name, options = pruner_options(spec)
