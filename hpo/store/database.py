@@ -239,8 +239,12 @@ class Store:
 def _lost_a_race(exc: SQLAlchemyError) -> bool:
     """Whether a schema step failed because another process made the same thing meanwhile: a
     table, index or type that "already exists" (every dialect words it so), or a duplicate row
-    in a version table (an integrity error: a schema step inserts nothing else)."""
-    return isinstance(exc, IntegrityError) or "already exists" in str(getattr(exc, "orig", None) or exc).lower()
+    in a version table (an integrity error: a schema step inserts nothing else). On SQLite also
+    "database is locked": SQLite returns some lock conflicts at once, without waiting out the busy
+    timeout (in WAL mode, for one, a transaction that read and then writes after another process
+    committed in between), and parallel first uses of a fresh file meet them (seen in CI)."""
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    return isinstance(exc, IntegrityError) or "already exists" in text or "database is locked" in text
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

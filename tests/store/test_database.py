@@ -174,3 +174,41 @@ def test_first_uses_of_a_fresh_sqlite_file_by_parallel_processes_do_not_race(tmp
         assert current(store.engine) is not None  # hpo's tables at a revision
         assert store.optuna.get_all_studies() == []  # Optuna's schema whole and usable
         store.dispose()
+
+
+def test_a_schema_step_refused_for_a_stale_sqlite_snapshot_is_tried_again(store):
+    """In WAL mode SQLite refuses at once ("database is locked", whatever the busy timeout) a
+    transaction that read and then writes after another process committed in between, as a
+    migration does (it reads the version, then creates). That is a lost race like "already
+    exists": the schema step runs again and finds the other process's work. Real SQLite, the
+    interleaving forced on the first try."""
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE seen (x INTEGER)"))
+    other = sa.create_engine(store.url)
+    tries = []
+
+    def step() -> str:
+        tries.append(1)
+        with store.engine.connect() as conn:
+            conn.exec_driver_sql("BEGIN")
+            conn.execute(sa.text("SELECT count(*) FROM seen")).scalar()  # the snapshot
+            if len(tries) == 1:
+                with other.begin() as commit:  # another process commits meanwhile
+                    commit.execute(sa.text("INSERT INTO seen VALUES (1)"))
+            conn.execute(sa.text("CREATE TABLE IF NOT EXISTS made (x INTEGER)"))
+            conn.exec_driver_sql("COMMIT")
+        return "made"
+
+    assert store._schema_step(step) == "made"
+    assert len(tries) == 2
+    other.dispose()
+
+    def broken() -> None:  # any other error is not a race: raised at once
+        tries.append(1)
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("SELECT * FROM missing"))
+
+    tries.clear()
+    with pytest.raises(sa.exc.OperationalError, match="no such table"):
+        store._schema_step(broken)
+    assert len(tries) == 1
