@@ -56,10 +56,9 @@ def studies(paths: list[Path], workload: str) -> dict[tuple[str, int], dict[str,
             if system.startswith("hpo") and pruner == "asha":  # compare.py --pruner asha: another hpo
                 system = f"{system}[asha]"
             peer = "raytune" if system == "raytune" else "optuna" if system.startswith("optuna") else None
-            seeding = data.get("trial_seeds", {}).get(peer or "", "seed + trial number")
             if system == "raytune" and "trial_seeds" not in data:  # before c7117b3: one seed for all trials
                 system = "raytune[one seed]"
-            elif peer and seeding != "hpo's":
+            elif peer and data.get("trial_seeds", {}).get(peer) != "hpo's":
                 system = f"{system}{SEED_N}"
             for seed, figures in zip(seeds, result["seeds"]):
                 out.setdefault((path.name, seed), {})[system] = figures

@@ -32,15 +32,6 @@ def load(spec_path: str) -> tuple[dict[str, Any], Callable, int]:
     return spec, objective, threads
 
 
-def trial_seed(seed: int, number: int) -> int:
-    """The seed a trial's objective gets (``reporter.seed``), derived from the study seed and the
-    trial number exactly as hpo derives it (hpo.run.driver.trial_seed, for a spec with a seed), so
-    that one configuration with one trial number trains the same curve in every system. Until
-    this was shared the peers gave ``seed + number``: the same for seed 0 only, so from seed 1 on
-    each system trained its configurations from other initialisations and batch orders."""
-    return (seed * 1_000_003 + number) % (2**31 - 1)
-
-
 def pin_threads(threads: int) -> None:
     torch = sys.modules.get("torch")
     if torch is not None:

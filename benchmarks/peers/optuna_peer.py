@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import load, pruner_options, trial_seed
+from common import load, pruner_options
 
 PRUNERS = {"successive_halving": "SuccessiveHalvingPruner", "median": "MedianPruner", "none": "NopPruner"}
 
@@ -30,7 +30,7 @@ def main() -> None:
     import optuna
 
     from hpo.spec.space import SearchSpace
-    from workers.reporter import Pruned, Reporter
+    from workers.reporter import Pruned, Reporter, trial_seed
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seed = spec.get("seed", 0)

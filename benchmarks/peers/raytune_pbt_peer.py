@@ -43,7 +43,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common import load, trial_seed
+from common import load
 
 
 class TuneReporter:
@@ -122,6 +122,8 @@ def main() -> None:
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
     from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from workers.reporter import trial_seed  # the seed hpo gives the trial
 
     seed = int(spec.get("seed", 0))
     random.seed(seed)

@@ -20,7 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common import load, pruner_options, trial_seed
+from common import load, pruner_options
 
 TRIAL_NUMBER = "__trial_number"
 
@@ -28,7 +28,7 @@ TRIAL_NUMBER = "__trial_number"
 class DefineByRun:
     """OptunaSearch samples the spec's space with hpo's own define-by-run sampling (picklable).
     The Optuna trial's number rides along in the config (a constant the trainable takes out), so
-    that each trial gets the seed hpo would give it (common.trial_seed)."""
+    that each trial gets the seed hpo would give it (workers.reporter.trial_seed)."""
 
     def __init__(self, space: dict) -> None:
         self.space = space
@@ -58,7 +58,7 @@ def main() -> None:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from workers.reporter import Reporter
+    from workers.reporter import Reporter, trial_seed
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.time()

@@ -40,6 +40,7 @@ from hpo.spec.study import StudySpec
 from hpo.store.attrs import ATTEMPT_ATTR, INFO_ATTR, LINEAGE_ATTR, PBT_ATTR, PROMOTION_ATTR, RESUMES_ATTR, RETRY_OF_ATTR, was_stopped
 from hpo.store.jobs import JobState
 from hpo.store.optuna_adapter import trial_id as id_of
+from workers.reporter import trial_seed as derive_seed
 from workers.runner import TrialOutcome, TrialTask
 
 log = logging.getLogger("hpo.run.driver")
@@ -66,8 +67,7 @@ class _Running:
 
 def trial_seed(spec: StudySpec, study_name: str, number: int) -> int:
     """A trial's seed: from the study seed (or the study name) and the trial number."""
-    base = spec.seed if spec.seed is not None else zlib.crc32(study_name.encode())
-    return (base * 1_000_003 + number) % (2**31 - 1)
+    return derive_seed(spec.seed if spec.seed is not None else zlib.crc32(study_name.encode()), number)
 
 
 @dataclass(frozen=True)

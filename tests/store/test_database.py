@@ -177,11 +177,11 @@ def test_first_uses_of_a_fresh_sqlite_file_by_parallel_processes_do_not_race(tmp
 
 
 def test_a_schema_step_refused_for_a_stale_sqlite_snapshot_is_tried_again(store):
-    """In WAL mode SQLite refuses at once ("database is locked", whatever the busy timeout) a
-    transaction that read and then writes after another process committed in between, as a
-    migration does (it reads the version, then creates). That is a lost race like "already
-    exists": the schema step runs again and finds the other process's work. Real SQLite, the
-    interleaving forced on the first try."""
+    """SQLite returns some lock conflicts at once as "database is locked", whatever the busy
+    timeout (parallel first uses of a fresh file met one in CI). One it always returns so: in WAL
+    mode, a transaction that read and then writes after another process committed in between.
+    Like "already exists", that is a lost race: the schema step runs again. Real SQLite, the
+    interleaving forced on the first try; any other error is raised at once."""
     with store.engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE seen (x INTEGER)"))
     other = sa.create_engine(store.url)
