@@ -134,6 +134,7 @@ def run(
 
     with _store(storage) as store:
         store.check()
+        check_new_study(store, spec, resume=True)  # a taken name fails before Ray starts
         started = time.monotonic()
         with ray_session(ray_address):
             timings = {"backend": "ray", "ray_start_s": round(time.monotonic() - started, 3)}
@@ -158,6 +159,7 @@ def _run_local(spec: StudySpec, storage: str | None, observer: Observer | None) 
         backend.start(trial_slot(spec, placement), placement.concurrency)
         with _store(storage) as store:
             store.check()
+            check_new_study(store, spec, resume=True)  # a taken name fails without waiting for the imports
             apply_objective_check(spec, *backend.check(spec.objective_args))
             timings = {"backend": "local", "first_worker_s": round(time.monotonic() - started, 3)}
             _drive(store, spec, observer, backend)
