@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
@@ -147,16 +148,17 @@ seed: 4
 def test_kill_9_of_serve_then_another_serve_finishes_exactly(tmp_path):
     url = f"sqlite:///{tmp_path}/crash.db"
     spec = tmp_path / "crash.yaml"
-    # 2 s trials: a running trial's reports reach the database up to a flush interval (1 s) after
-    # it makes them, and the one seen with reports must still be running when the serve dies
-    spec.write_text(SLOW.format(name="crash", n=10, delay=0.4))
+    # 2.5 s trials, killed while one that has stored reports started at most 1.5 s ago: reports
+    # reach the database up to a flush interval (1 s) after they are made, so a trial seen with
+    # reports can be near its end, and the one seen must still be running when the serve dies
+    spec.write_text(SLOW.format(name="crash", n=10, delay=0.5))
     assert hpo("submit", str(spec), "--storage", url).returncode == 0
     first = start_serve(url, "--lease", "2", log=tmp_path / "first.log")
     try:
         deadline = time.monotonic() + 120
         while api.status("crash", storage=url).complete < 3 and time.monotonic() < deadline:
             time.sleep(0.3)
-        while not _running_with_reports(url, "crash") and time.monotonic() < deadline:
+        while not _young_with_reports(url, "crash", max_age=1.5) and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         first.send_signal(signal.SIGKILL)
@@ -186,10 +188,14 @@ def test_kill_9_of_serve_then_another_serve_finishes_exactly(tmp_path):
     assert len({t.number for t in study.trials}) == len(study.trials)
 
 
-def _running_with_reports(url: str, name: str) -> bool:
-    """A running trial has stored a report (so it has saved a checkpoint before it)."""
+def _young_with_reports(url: str, name: str, max_age: float) -> bool:
+    """A running trial has stored a report (so it has saved a checkpoint before it) and started
+    at most ``max_age`` seconds ago (by its start time in the database, written at once)."""
     study = optuna.load_study(study_name=name, storage=url)
-    return any(t.intermediate_values for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    now = datetime.datetime.now()
+    return any(t.intermediate_values and t.datetime_start is not None
+               and (now - t.datetime_start).total_seconds() <= max_age for t in running)
 
 
 def _postgres_restart_command() -> list[str]:
