@@ -182,10 +182,11 @@ def mysql_url(_mysql_server: str):
     yield from _fresh_database(_mysql_server, "CREATE DATABASE `{name}`", "DROP DATABASE `{name}`")
 
 
-# Whole modules whose tests start `hpo` processes, Ray clusters or torch training.
+# Whole modules whose tests start `hpo` processes, worker processes, Ray clusters or torch training.
 SLOW_MODULES = {
     "test_api", "test_cli", "test_cli_verbs", "test_dashboard", "test_examples", "test_faults",
-    "test_multiobjective", "test_outside_changes", "test_report", "test_service", "test_workloads",
+    "test_multiobjective", "test_outside_changes", "test_pruners", "test_ray_runtime", "test_report",
+    "test_samplers", "test_service", "test_workloads",
 }
 
 

@@ -3,15 +3,18 @@ started and stopped as an operator would, and waiting for studies to finish."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from hpo import api
 
-from shell import HPO
+from shell import HPO, hpo
 
 QUICK = """\
 name: {name}
@@ -56,3 +59,48 @@ def wait_finished(url: str, names: list[str], timeout: float) -> dict[str, str]:
             break
         time.sleep(0.3)
     return states
+
+
+def serve_slow_study(tmp_path: Path, url: str, n: int, seed: int, delay: float,
+                     extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Submit study "slow" (n trials of 4 steps of ``delay`` s) and start a serve on it."""
+    spec = tmp_path / "slow.yaml"
+    spec.write_text(QUICK.format(name="slow", n=n, seed=seed).replace("delay: 0.05", f"delay: {delay}"))
+    assert hpo("submit", str(spec), "--storage", url).returncode == 0
+    return start_serve(url, log=tmp_path / "a.log", extra_env=extra_env)
+
+
+@contextlib.contextmanager
+def serving_here(url: str, **options) -> Iterator[None]:
+    """A serve in this process, on the session's Ray (it starts no runtime of its own), for as
+    long as the block runs."""
+    from hpo.run.service import Server
+    from hpo.store.database import Store
+
+    store = Store(url)
+    stop_event = threading.Event()
+    thread = threading.Thread(target=Server(store, poll_s=0.1, **options).run, args=(stop_event,))
+    thread.start()
+    try:
+        yield
+    finally:
+        stop_event.set()
+        thread.join()
+        store.dispose()
+
+
+def finish_with_a_new_serve(url: str, n: int) -> None:
+    """A next serve resumes study "slow" and finishes its budget exactly. It runs in this process
+    (a next `hpo serve` process finishes a study in test_faults' kill -9 test)."""
+    with serving_here(url):
+        states = wait_finished(url, ["slow"], timeout=120)
+    assert states == {"slow": "COMPLETED"}
+    final = api.status("slow", storage=url)
+    assert final.complete + final.pruned == n and final.running == 0
+
+
+def wait_complete(url: str, name: str, n: int, timeout: float = 90) -> None:
+    """Until ``n`` trials of the study are complete (or ``timeout`` passes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and api.status(name, storage=url).complete < n:
+        time.sleep(0.3)

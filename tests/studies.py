@@ -43,9 +43,14 @@ def new_study(store, spec):
     )
 
 
-def drive(store, spec, **driver_kwargs):
-    """Create the study for ``spec`` in ``store`` and run it with the real driver on Ray."""
+def drive(store, spec, *, local: bool = False, **driver_kwargs):
+    """Create the study for ``spec`` in ``store`` and run it with the real driver on Ray (with
+    ``local``: on local worker processes, as `hpo run` runs a study on one machine)."""
     study = new_study(store, spec)
+    if local:
+        from hpo.run.local_backend import LocalBackend
+
+        driver_kwargs["backend"] = LocalBackend(poll_interval=0.2)
     result = StudyDriver(study, spec, poll_interval=0.2, **driver_kwargs).run()
     return study, result
 

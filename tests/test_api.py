@@ -1,4 +1,5 @@
-"""hpo.api.run end to end: the example study on real SQLite and PostgreSQL, on the session's Ray."""
+"""hpo.api.run end to end: the example study on real SQLite (local workers, as `hpo run` runs it on
+one machine) and on real PostgreSQL (on the session's Ray, as a cluster runs it)."""
 
 from __future__ import annotations
 
@@ -41,19 +42,20 @@ def check_example_study(url: str, name: str, n_trials: int, summary) -> None:
     assert job.state == JobState.COMPLETED and job.lease_expires_at is None and job.finished_at
 
 
-def test_example_on_sqlite(ray_runtime, sqlite_url):
-    summary = api.run(EXAMPLE, storage=sqlite_url, n_trials=10)
+def test_example_on_sqlite(sqlite_url):
+    summary = api.run(EXAMPLE, storage=sqlite_url, n_trials=10, backend="local")
     assert summary.state == "COMPLETED" and summary.storage == sqlite_url
     check_example_study(sqlite_url, "digits-mlp", 10, summary)
 
 
 def test_example_on_postgres(ray_runtime, postgres_url):
-    summary = api.run(EXAMPLE, storage=postgres_url, n_trials=10, name="digits-pg")
+    summary = api.run(EXAMPLE, storage=postgres_url, n_trials=10, name="digits-pg", backend="ray")
+    assert summary.timings["backend"] == "ray"
     assert summary.state == "COMPLETED"
     check_example_study(postgres_url, "digits-pg", 10, summary)
 
 
-def test_finished_study_is_not_run_again(ray_runtime, tmp_path):
+def test_finished_study_is_not_run_again(tmp_path):
     url = f"sqlite:///{tmp_path / 'again.db'}"
     spec = tmp_path / "quick.yaml"
     spec.write_text(
@@ -61,29 +63,29 @@ def test_finished_study_is_not_run_again(ray_runtime, tmp_path):
         "search_space: {x: {type: float, low: 0, high: 1}}\n"
     )
     (tmp_path / "objectives.py").write_text((REPO / "tests" / "objectives.py").read_text())
-    api.run(spec, storage=url)
+    api.run(spec, storage=url, backend="local")
     with pytest.raises(HpoError, match="already exists .* give another name with --name"):
-        api.run(spec, storage=url)
-    summary = api.run(spec, storage=url, name="quick-2")
+        api.run(spec, storage=url, backend="local")
+    summary = api.run(spec, storage=url, name="quick-2", backend="local")
     assert summary.complete == 2
 
 
-def test_study_created_outside_hpo_is_refused(ray_runtime, sqlite_url):
+def test_study_created_outside_hpo_is_refused(sqlite_url):
     optuna.create_study(study_name="digits-mlp", storage=sqlite_url)
     with pytest.raises(HpoError, match="hpo did not create"):
-        api.run(EXAMPLE, storage=sqlite_url, n_trials=2)
+        api.run(EXAMPLE, storage=sqlite_url, n_trials=2, backend="local")
     store = Store(sqlite_url)
     assert "hpo_jobs" not in sa.inspect(store.engine).get_table_names()  # nothing written
     store.dispose()
 
 
-def test_enqueue_and_warm_start_seed_a_study(ray_runtime, sqlite_url):
+def test_enqueue_and_warm_start_seed_a_study(sqlite_url):
     from hpo.spec.study import parse_spec
 
     from conftest import TESTS_DIR
 
     base = {"objective": "builtin:branin", "search_space": "branin", "sampler": "random", "seed": 2}
-    api.run(parse_spec({**base, "name": "source", "n_trials": 8}, base_dir=TESTS_DIR), storage=sqlite_url)
+    api.run(parse_spec({**base, "name": "source", "n_trials": 8}, base_dir=TESTS_DIR), storage=sqlite_url, backend="local")
     source = optuna.load_study(study_name="source", storage=sqlite_url)
     top3 = sorted(source.trials, key=lambda t: t.value)[:3]
 
@@ -93,7 +95,7 @@ def test_enqueue_and_warm_start_seed_a_study(ray_runtime, sqlite_url):
          "enqueue": [known], "warm_start": {"study": "source", "top_k": 3}},
         base_dir=TESTS_DIR,
     )
-    summary = api.run(target, storage=sqlite_url)
+    summary = api.run(target, storage=sqlite_url, backend="local")
     trials = optuna.load_study(study_name="target", storage=sqlite_url).trials
     assert trials[0].params == known and trials[0].user_attrs["hpo:source"] == "enqueue"
     assert [t.params for t in trials[1:4]] == [t.params for t in top3]
@@ -102,7 +104,7 @@ def test_enqueue_and_warm_start_seed_a_study(ray_runtime, sqlite_url):
     assert summary.best_value == pytest.approx(0.397887, abs=1e-3)  # the enqueued optimum
 
 
-def test_warm_start_from_unknown_study_writes_nothing(ray_runtime, sqlite_url, tmp_path):
+def test_warm_start_from_unknown_study_writes_nothing(sqlite_url, tmp_path):
     from hpo.spec.study import parse_spec
 
     spec = parse_spec(
@@ -111,7 +113,7 @@ def test_warm_start_from_unknown_study_writes_nothing(ray_runtime, sqlite_url, t
         base_dir=tmp_path,
     )
     with pytest.raises(HpoError, match="warm_start: no study named 'nope'"):
-        api.run(spec, storage=sqlite_url)
+        api.run(spec, storage=sqlite_url, backend="local")
     store = Store(sqlite_url)
     assert "hpo_jobs" not in sa.inspect(store.engine).get_table_names()
     store.dispose()

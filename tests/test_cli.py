@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from conftest import REPO, TESTS_DIR
+from serves import write_spec
 from shell import HPO, SECRET, assert_one_line_error, hpo, with_password
 
 EXAMPLE = REPO / "examples" / "digits-mlp.yaml"
@@ -111,7 +112,8 @@ def test_three_hpo_runs_started_at_once_on_one_new_sqlite_file_each_finish_exact
 def test_run_json_on_postgres_never_shows_the_password(postgres_url, tmp_path):
     # The server trusts local connections, so any password works and must still be masked.
     url = with_password(postgres_url)
-    result = hpo("run", str(EXAMPLE), "--n-trials", "4", "--name", "cli-pg", "--json", "--storage", url)
+    spec = write_spec(tmp_path, "cli-pg", n=4)  # what is shown does not depend on the objective
+    result = hpo("run", str(spec), "--json", "--storage", url)
     assert result.returncode == 0, result.stderr
     assert SECRET not in result.stdout + result.stderr
     summary = json.loads(result.stdout)

@@ -1,6 +1,6 @@
 """Every `hpo` verb through the installed console script (real subprocesses, no mocks).
 
-Completed studies are made cheaply in this process with hpo.api.run on the session's Ray; the
+Completed studies are made cheaply in this process with hpo.api.run on local workers; the
 verb under test always runs as `hpo ...` in a subprocess. Most tests share one SQLite store;
 a test that changes a study's state works on a study of its own.
 """
@@ -38,17 +38,17 @@ def load(url: str, name: str) -> optuna.Study:
 
 
 @pytest.fixture(scope="module")
-def shared(ray_runtime, tmp_path_factory):
+def shared(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli-verbs")
     url = f"sqlite:///{tmp / 'shared.db'}"
     for seed, (name, n) in enumerate(((DONE, DONE_N), (MORE, MORE_N), (DOOMED, 2))):
-        summary = api.run(write_spec(tmp, name, n=n, seed=seed), storage=url)
+        summary = api.run(write_spec(tmp, name, n=n, seed=seed), storage=url, backend="local")
         assert summary.state == "COMPLETED" and summary.complete + summary.pruned == n, summary
     mo = make_spec(
         name=MO, objective="objectives:two_objectives", search_space={"x": {"type": "float", "low": -2, "high": 4}},
         directions=["minimize", "minimize"], metrics=["f1", "f2"], sampler="nsgaii", n_trials=MO_N,
     )
-    summary = api.run(mo, storage=url)
+    summary = api.run(mo, storage=url, backend="local")
     assert summary.state == "COMPLETED" and summary.complete == MO_N, summary
     return SimpleNamespace(url=url, dir=tmp)
 

@@ -35,20 +35,20 @@ def test_examples_exist():
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example_runs_through_hpo_run(ray_runtime, tmp_path, path):
+def test_example_runs_through_hpo_run(tmp_path, path):
     spec = load_spec(path, n_trials=N_TRIALS)
     args = {k: min(int(v), CAPS[k]) if k in CAPS else v for k, v in spec.objective_args.items()}
     spec = load_spec(path, n_trials=N_TRIALS, objective_args=args)
-    summary = api.run(spec, storage=f"sqlite:///{tmp_path}/x.db")
+    summary = api.run(spec, storage=f"sqlite:///{tmp_path}/x.db", backend="local")
     assert summary.state == "COMPLETED", summary.message
     assert summary.complete + summary.pruned == N_TRIALS and summary.failed == 0
     assert summary.best_value is not None and 0.0 <= summary.best_value <= 1.0
 
 
-def test_tabular_csv_example_as_written_from_another_directory(ray_runtime, tmp_path, monkeypatch):
+def test_tabular_csv_example_as_written_from_another_directory(tmp_path, monkeypatch):
     """The dataset path in the spec is relative to the spec's folder, not to where hpo runs."""
     monkeypatch.chdir(tmp_path)
-    summary = api.run(EXAMPLES_DIR / "tabular-csv.yaml", storage=f"sqlite:///{tmp_path}/x.db", n_trials=2)
+    summary = api.run(EXAMPLES_DIR / "tabular-csv.yaml", storage=f"sqlite:///{tmp_path}/x.db", n_trials=2, backend="local")
     assert summary.state == "COMPLETED", summary.message
     assert summary.complete + summary.pruned == 2 and summary.best_value > 0.6  # better than guessing
 

@@ -140,7 +140,7 @@ def wait_for_text(driver, *texts: str, timeout: float = 30) -> str:
                 f"it showed: {body[:500]!r}")
 
 
-def test_dashboard_shows_the_study_in_a_browser(ray_runtime, sqlite_url, tmp_path, browser):
+def test_dashboard_shows_the_study_in_a_browser(sqlite_url, tmp_path, browser):
     # Create the store's tables first, so the dashboard can start while the study runs.
     store = Store(sqlite_url)
     store.upgrade()
@@ -149,7 +149,7 @@ def test_dashboard_shows_the_study_in_a_browser(ray_runtime, sqlite_url, tmp_pat
     port = free_port()
     dashboard = Dashboard(sqlite_url, port, tmp_path)
     try:
-        summary = api.run(EXAMPLE, storage=sqlite_url, n_trials=N_TRIALS, name=STUDY)
+        summary = api.run(EXAMPLE, storage=sqlite_url, n_trials=N_TRIALS, name=STUDY, backend="local")
         assert summary.complete + summary.pruned == N_TRIALS
         dashboard.wait_until_listening()
         assert listening_addresses(port, dashboard.proc.pid) == {"127.0.0.1"}  # loopback only, not 0.0.0.0 or ::

@@ -41,17 +41,17 @@ def figure(files, key):
 
 
 @pytest.fixture(scope="module")
-def reports(ray_runtime, tmp_path_factory):
+def reports(tmp_path_factory):
     """Two finished studies in one SQLite store, and a report of each."""
     tmp = tmp_path_factory.mktemp("report")
     url = f"sqlite:///{tmp / 'report.db'}"
-    summary = api.run(EXAMPLE, storage=url, n_trials=6, name=SO)
+    summary = api.run(EXAMPLE, storage=url, n_trials=6, name=SO, backend="local")
     assert summary.state == "COMPLETED" and summary.complete + summary.pruned == 6, summary
     mo = make_spec(
         name=MO, objective="objectives:two_objectives", search_space={"x": {"type": "float", "low": -2, "high": 4}},
         directions=["minimize", "minimize"], metrics=["f1", "f2"], sampler="nsgaii", n_trials=8,
     )
-    assert api.run(mo, storage=url).complete == 8
+    assert api.run(mo, storage=url, backend="local").complete == 8
     so = write_report(SO, storage=url, output_dir=tmp / "so")
     mo = write_report(MO, storage=url, output_dir=tmp / "mo", png=False)
     return SimpleNamespace(url=url, dir=tmp, so=so, mo=mo)

@@ -1,4 +1,5 @@
-"""Every pruner through the real driver and Ray workers, with multi-step learning curves."""
+"""Every pruner through the real driver and local worker processes, with multi-step learning curves
+(the driver on Ray workers is tested in tests/run)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def run(store, pruner, steps=6, noise=0.02, **fields):
         objective="builtin:hartmann6", search_space=HARTMANN6, sampler="random", seed=3, n_trials=N,
         objective_args={"steps": steps, "noise": noise}, pruner=pruner, **fields,
     )
-    study, result = drive(store, spec)
+    study, result = drive(store, spec, local=True)
     assert_exact_budget(study, N)
     assert_stopped_at_decision(study)
     assert result.counts.pruned == states(study)[TrialState.PRUNED]
@@ -30,7 +31,7 @@ def test_every_registered_pruner_is_tested():
     }
 
 
-def test_none_prunes_nothing(ray_runtime, store):
+def test_none_prunes_nothing(store):
     study, result = run(store, "none")
     assert result.counts.pruned == 0
     assert all(len(t.intermediate_values) == 6 for t in study.trials)
@@ -49,7 +50,7 @@ def test_none_prunes_nothing(ray_runtime, store):
     ],
     ids=lambda p: p["name"],
 )
-def test_pruners_stop_poor_trials_early(ray_runtime, store, pruner):
+def test_pruners_stop_poor_trials_early(store, pruner):
     study, result = run(store, pruner, max_concurrent_trials=1)
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert pruned, f"{pruner['name']} pruned nothing in {N} trials"
@@ -61,7 +62,7 @@ def test_pruners_stop_poor_trials_early(ray_runtime, store, pruner):
             assert len(trial.intermediate_values) == 6
 
 
-def test_threshold_prunes_exactly_the_trials_above_it(ray_runtime, store):
+def test_threshold_prunes_exactly_the_trials_above_it(store):
     # Curves only go down, so a trial is pruned at step 0 exactly when its first value is above.
     study, _ = run(store, {"name": "threshold", "options": {"upper": 0.3}}, noise=0.0)
     for trial in study.trials:
@@ -73,14 +74,14 @@ def test_threshold_prunes_exactly_the_trials_above_it(ray_runtime, store):
     assert 0 < states(study)[TrialState.PRUNED] < N
 
 
-def test_asynchronous_pruning_never_waits_for_stragglers(ray_runtime, store):
+def test_asynchronous_pruning_never_waits_for_stragglers(store):
     """ASHA semantics: while trial 0 is stuck before its first report, the other slot keeps
     finishing trials, judged against what has been reported so far."""
     spec = make_spec(
         objective="objectives:straggler", n_trials=8, max_concurrent_trials=2,
         pruner={"name": "successive_halving", "options": {"min_resource": 1, "reduction_factor": 2}},
     )
-    study, _ = drive(store, spec)
+    study, _ = drive(store, spec, local=True)
     assert_exact_budget(study, 8)
     straggler = study.trials[0]
     done_before = [
