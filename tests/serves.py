@@ -1,5 +1,6 @@
-"""`hpo serve` as real processes, for the service and fault tests: a quick study's spec, a serve
-started and stopped as an operator would, and waiting for studies to finish."""
+"""`hpo serve` as real processes, for the service, runtime and fault tests: a quick study's spec, a
+serve started and stopped as an operator would, a serve in the test's process on the session's
+Ray, and waiting for studies to finish."""
 
 from __future__ import annotations
 
