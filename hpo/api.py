@@ -172,6 +172,8 @@ def _run_local(spec: StudySpec, storage: str | None, observer: Observer | None) 
 
 def _drive(store: Store, spec: StudySpec, observer: Observer | None, backend=None) -> None:
     """Create (or resume) the study's job, claim it and drive it to its end here."""
+    # Again, right before the first write: run()'s early check came before the workers' imports
+    # (or Ray's start), and another process may have taken the name meanwhile.
     existing = check_new_study(store, spec, resume=True)
     store.upgrade()
     jobs = Jobs(store.engine)
