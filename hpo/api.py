@@ -86,26 +86,43 @@ def choose_backend(spec: StudySpec, backend: str = "auto", ray_address: str | No
     ``auto``: Ray when it is asked for (an address, ``HPO_RAY_ADDRESS``, or a Ray runtime this
     process is already connected to) or the trials need GPUs (Ray places them); otherwise local
     processes, which start in a fraction of the time a Ray runtime takes and run the same way.
+    A GPU study that would start a new local Ray runtime on a machine without GPUs is refused
+    before the start, or with ``cpu_fallback`` runs on local processes.
     """
     import os
     import sys
 
     if backend not in BACKENDS:
         raise HpoError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    asked = ray_address or os.environ.get("HPO_RAY_ADDRESS")
     if backend == "local":
-        if ray_address or os.environ.get("HPO_RAY_ADDRESS"):
+        if asked:
             raise HpoError("--backend local runs on this machine only; drop --ray-address (or HPO_RAY_ADDRESS)")
         if spec.resources.gpu > 0 and not spec.resources.cpu_fallback:
             raise HpoError(f"the spec asks for gpu: {spec.resources.gpu:g} per trial; the local backend "
                            "runs no GPU trials (use --backend ray, or resources.cpu_fallback: true)")
         return "local"
-    if backend == "ray":
-        return "ray"
     ray = sys.modules.get("ray")
-    connected = ray is not None and ray.is_initialized()
-    if ray_address or os.environ.get("HPO_RAY_ADDRESS") or connected or spec.resources.gpu > 0:
+    if asked or (ray is not None and ray.is_initialized()):
         return "ray"
-    return "local"
+    if spec.resources.gpu > 0 and _no_local_gpus(spec):
+        return "ray" if backend == "ray" else "local"  # cpu_fallback: run on CPUs, as asked
+    return "ray" if backend == "ray" or spec.resources.gpu > 0 else "local"
+
+
+def _no_local_gpus(spec: StudySpec) -> bool:
+    """True where a new local Ray runtime would have no GPUs and the spec falls back to CPUs;
+    refused where it does not. False where there are GPUs, or Ray cannot be asked before it
+    starts (then the started runtime is asked, as for a cluster)."""
+    from hpo.run.ray_adapter import local_gpus
+
+    if local_gpus() != 0:
+        return False
+    if not spec.resources.cpu_fallback:
+        raise HpoError(f"the spec asks for gpu: {spec.resources.gpu:g} per trial but this machine has no GPUs "
+                       "for the Ray runtime hpo would start here (set resources.cpu_fallback: true to run on "
+                       "CPUs, or --ray-address to use a cluster with GPUs)")
+    return True
 
 
 def run(
@@ -153,7 +170,7 @@ def _run_local(spec: StudySpec, storage: str | None, observer: Observer | None) 
 
     started = time.monotonic()
     backend = LocalBackend()
-    placement = plan_placement(spec, backend.capacity())
+    placement = plan_placement(spec, backend.capacity(), backend.where)
     try:
         # The workers import the objective while the driver opens the store.
         backend.start(trial_slot(spec, placement), placement.concurrency)

@@ -45,6 +45,8 @@ class Events:
 class TrialBackend(ABC):
     """Runs the trials of one study run. Not thread-safe: one backend per driver run."""
 
+    where = "the Ray cluster"  # what capacity() measures, as errors name it
+
     @abstractmethod
     def capacity(self) -> tuple[float, float]:
         """(CPUs, GPUs) the backend can give trials in total."""

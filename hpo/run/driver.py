@@ -82,8 +82,9 @@ class Placement:
     saturates: bool = False  # the cluster holds no more than `concurrency` such trials at once
 
 
-def plan_placement(spec: StudySpec, capacity: tuple[float, float] | None = None) -> Placement:
-    """Check the spec's resources against the cluster's (CPUs, GPUs), by default the connected
+def plan_placement(spec: StudySpec, capacity: tuple[float, float] | None = None,
+                   where: str = "the Ray cluster") -> Placement:
+    """Check the spec's resources against the (CPUs, GPUs) of ``where``, by default the connected
     Ray cluster's; fail fast on what can never be placed."""
     if capacity is None:
         from hpo.run.ray_runtime import cluster_capacity
@@ -95,14 +96,14 @@ def plan_placement(spec: StudySpec, capacity: tuple[float, float] | None = None)
     if gpu > 0 and gpus <= 0:
         if not res.cpu_fallback:
             raise HpoError(
-                f"the spec asks for gpu: {gpu:g} per trial but the Ray cluster has no GPUs "
+                f"the spec asks for gpu: {gpu:g} per trial but {where} has no GPUs "
                 "(set resources.cpu_fallback: true to run on CPUs instead)"
             )
-        gpu, note = 0.0, "the Ray cluster has no GPUs: trials run on CPUs (cpu_fallback)"
+        gpu, note = 0.0, f"{where} has no GPUs: trials run on CPUs (cpu_fallback)"
     if gpu > 0 and gpu > gpus:
-        raise HpoError(f"the spec asks for gpu: {gpu:g} per trial but the Ray cluster has {gpus:g} GPUs")
+        raise HpoError(f"the spec asks for gpu: {gpu:g} per trial but {where} has {gpus:g} GPUs")
     if res.cpu > cpus:
-        raise HpoError(f"the spec asks for cpu: {res.cpu:g} per trial but the Ray cluster has {cpus:g} CPUs")
+        raise HpoError(f"the spec asks for cpu: {res.cpu:g} per trial but {where} has {cpus:g} CPUs")
     fits = int(cpus // res.cpu)  # trials the cluster holds at once (cpu > 0: the spec checks it)
     if gpu > 0:
         fits = min(fits, int(gpus // gpu))
@@ -202,7 +203,7 @@ class StudyDriver:
     # -- public -----------------------------------------------------------------------------
 
     def run(self) -> DriverResult:
-        self.placement = plan_placement(self.spec, self.backend.capacity())
+        self.placement = plan_placement(self.spec, self.backend.capacity(), self.backend.where)
         limit = self.placement.concurrency
         # One trial prepared beyond the running ones (asked, parameters stored) is launched the
         # moment a slot frees, right after the finished trial is told: no idle gap for the ask.

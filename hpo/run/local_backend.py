@@ -48,6 +48,8 @@ class LocalBackend(TrialBackend):
     imports overlap the driver's own start-up); ``close`` ends every worker.
     """
 
+    where = "this machine"
+
     def __init__(self, *, cpus: float | None = None, poll_interval: float = 1.0) -> None:
         self.cpus = float(cpus or len(os.sched_getaffinity(0)) or 1)
         self.poll_interval = poll_interval

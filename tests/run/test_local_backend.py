@@ -77,13 +77,24 @@ def test_an_objective_that_cannot_be_imported_is_one_line_and_no_worker_is_left(
 
 def test_auto_runs_on_ray_only_when_asked_to_or_for_gpus(monkeypatch):
     monkeypatch.delenv("HPO_RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a new local Ray runtime would have no GPUs
     cpu = make_spec(search_space=X)
     gpu = make_spec(search_space=X, resources={"cpu": 1, "gpu": 0.5})
+    fallback = make_spec(search_space=X, resources={"cpu": 1, "gpu": 0.5, "cpu_fallback": True})
     connected = "ray" in sys.modules and sys.modules["ray"].is_initialized()
     assert api.choose_backend(cpu) == ("ray" if connected else "local")
     assert api.choose_backend(cpu, ray_address="127.0.0.1:6380") == "ray"
-    assert api.choose_backend(gpu) == "ray"
+    assert api.choose_backend(gpu, ray_address="127.0.0.1:6380") == "ray"  # the cluster is asked once joined
     assert api.choose_backend(cpu, "ray") == "ray"
+    if connected:  # this process's Ray runtime places the GPUs (or refuses them)
+        assert api.choose_backend(gpu) == api.choose_backend(fallback) == "ray"
+    else:
+        with pytest.raises(HpoError, match="gpu: 0.5 per trial but this machine has no GPUs"):
+            api.choose_backend(gpu)
+        with pytest.raises(HpoError, match="this machine has no GPUs"):
+            api.choose_backend(gpu, "ray")
+        assert api.choose_backend(fallback) == "local"
+        assert api.choose_backend(fallback, "ray") == "ray"  # as asked: Ray's runtime then runs them on CPUs
     with pytest.raises(HpoError, match="runs no GPU trials"):
         api.choose_backend(gpu, "local")
     with pytest.raises(HpoError, match="drop --ray-address"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 
 import pytest
@@ -83,18 +85,35 @@ resources: {gpu: 1%s}
 """
 
 
-def test_gpu_on_a_cluster_without_gpus(tmp_path):
-    """A fresh local Ray on this machine has no GPUs: refused, or run on CPUs when allowed."""
+def test_gpu_on_a_machine_without_gpus_is_refused_or_runs_on_local_cpus(tmp_path):
+    """A new local Ray runtime on a machine without GPUs (none visible, whatever the hardware)
+    would have none: refused before Ray starts, or run on local CPU workers when allowed."""
     from shell import HPO, assert_one_line_error
 
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("HPO_RAY_ADDRESS", None)
     spec = tmp_path / "gpu.yaml"
     spec.write_text(GPU_SPEC % "")
     db = tmp_path / "gpu.db"
-    result = subprocess.run([HPO, "run", str(spec), "--storage", f"sqlite:///{db}"], capture_output=True, text=True, timeout=120)
-    assert_one_line_error(result, "gpu: 1 per trial but the Ray cluster has no GPUs")
+    result = subprocess.run([HPO, "run", str(spec), "--storage", f"sqlite:///{db}"], capture_output=True,
+                            text=True, timeout=120, env=env)
+    assert_one_line_error(result, "gpu: 1 per trial but this machine has no GPUs for the Ray runtime hpo would start")
     assert not db.exists()
 
     spec.write_text(GPU_SPEC % ", cpu_fallback: true")
-    result = subprocess.run([HPO, "run", str(spec), "--storage", f"sqlite:///{db}", "--json"], capture_output=True, text=True, timeout=180)
+    result = subprocess.run([HPO, "run", str(spec), "--storage", f"sqlite:///{db}", "--json"], capture_output=True,
+                            text=True, timeout=180, env=env)
     assert result.returncode == 0, result.stderr
-    assert '"complete": 2' in result.stdout and "trials run on CPUs (cpu_fallback)" in result.stdout
+    summary = json.loads(result.stdout)
+    assert summary["complete"] == 2 and summary["timings"]["backend"] == "local"
+    assert summary["message"] == "this machine has no GPUs: trials run on CPUs (cpu_fallback)"
+
+
+def test_a_cluster_without_gpus_refuses_or_falls_back_to_cpus():
+    no_gpus = (2.0, 0.0)
+    with pytest.raises(HpoError, match="gpu: 1 per trial but the Ray cluster has no GPUs"):
+        plan_placement(make_spec(resources={"gpu": 1}), no_gpus)
+    placement = plan_placement(make_spec(resources={"gpu": 1, "cpu_fallback": True}), no_gpus)
+    assert placement.gpu == 0 and placement.note == "the Ray cluster has no GPUs: trials run on CPUs (cpu_fallback)"
+    with pytest.raises(HpoError, match="cpu: 4 per trial but this machine has 2 CPUs"):
+        plan_placement(make_spec(resources={"cpu": 4}), no_gpus, "this machine")
