@@ -105,9 +105,9 @@ def choose_backend(spec: StudySpec, backend: str = "auto", ray_address: str | No
     ray = sys.modules.get("ray")
     if asked or (ray is not None and ray.is_initialized()):
         return "ray"
-    if spec.resources.gpu > 0 and _no_local_gpus(spec):
-        return "ray" if backend == "ray" else "local"  # cpu_fallback: run on CPUs, as asked
-    return "ray" if backend == "ray" or spec.resources.gpu > 0 else "local"
+    if spec.resources.gpu > 0 and not _no_local_gpus(spec):
+        return "ray"  # Ray places the GPUs (where it cannot be asked first, its runtime is)
+    return "ray" if backend == "ray" else "local"  # a cpu_fallback study without GPUs runs on CPUs
 
 
 def _no_local_gpus(spec: StudySpec) -> bool:
