@@ -70,10 +70,11 @@ def straggler(params, reporter):
     return params["x"]
 
 
-def gpu_probe(params, reporter, barrier: str | None = None, parties: int = 0):
+def gpu_probe(params, reporter, barrier: str | None = None, parties: int = 0, hold: float = 0.2):
     """Records which GPU Ray assigned, torch's thread count, and when the trial ran. With
-    ``barrier`` (a folder), waits (up to 60 s) until ``parties`` trials have started, so trials
-    that can run at once provably do, however slowly their workers started."""
+    ``barrier`` (a folder), waits (up to 60 s) until ``parties`` trials have started, then runs
+    ``hold`` seconds more, so trials that can run at once provably do, however slowly their
+    workers started."""
     import os
     from pathlib import Path
 
@@ -85,7 +86,7 @@ def gpu_probe(params, reporter, barrier: str | None = None, parties: int = 0):
         deadline = time.monotonic() + 60
         while len(list(Path(barrier).iterdir())) < parties and time.monotonic() < deadline:
             time.sleep(0.02)
-        time.sleep(0.2)
+        time.sleep(hold)
     else:
         time.sleep(1.0)
     reporter.log(

@@ -121,12 +121,15 @@ def _most_at_once(study, stored: bool = False) -> int:
 
 
 @pytest.mark.parametrize("limit, saturates", [(2, True), (1, False)])
-def test_a_trial_queued_ahead_never_runs_past_the_limit(ray_runtime, store, limit, saturates):
+def test_a_trial_queued_ahead_never_runs_past_the_limit(ray_runtime, store, tmp_path, limit, saturates):
     """With every CPU in use one more trial may be prepared (no idle gap when a slot frees); where
     max_concurrent_trials is below what the cluster holds, none is, since a slot that frees may
     not be this study's. (Prepared whatever the asks take, here: hpo.run.ask_ahead decides.)"""
+    barrier = tmp_path / "barrier"  # the first `limit` trials wait for each other, then run 1 s:
+    barrier.mkdir()  # they overlap however far apart their workers started
     spec = make_spec(objective="objectives:gpu_probe", search_space={"x": {"type": "float", "low": 0, "high": 1}},
-                     n_trials=5, max_concurrent_trials=limit)
+                     n_trials=5, max_concurrent_trials=limit,
+                     objective_args={"barrier": str(barrier), "parties": limit, "hold": 1.0})
     assert plan_placement(spec).saturates is saturates  # the session's Ray has 2 CPUs
     study, _ = drive(store, spec, ask_ahead=AskAhead.always())
     assert states(study)[TrialState.COMPLETE] == len(study.trials) == 5
