@@ -6,8 +6,15 @@ import math
 import time
 
 
-def curve(params, reporter, steps: int = 6, delay: float = 0.0):
-    """A quadratic bowl approached along a learning curve; minimize. Reports every step."""
+def curve(params, reporter, steps: int = 6, delay: float = 0.0, gate: str | None = None, gate_from: int = 0):
+    """A quadratic bowl approached along a learning curve; minimize. Reports every step. With
+    ``gate`` (a file), trials numbered ``gate_from`` or more wait (up to 60 s) until it exists."""
+    if gate and reporter.trial_number >= gate_from:
+        from pathlib import Path
+
+        deadline = time.monotonic() + 60
+        while not Path(gate).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
     target = (params["x"] - 0.3) ** 2 + (params.get("y", 0.0) + 0.1) ** 2
     value = target
     for step in range(steps):
@@ -60,14 +67,24 @@ def sleepy(params, reporter):
     return params["seconds"]
 
 
-def straggler(params, reporter):
-    """Trial 0 is a straggler: it takes 4 s to reach its first report; the others are quick."""
+def straggler(params, reporter, done: str, others: int):
+    """Trial 0 is a straggler: it reaches its first report only once ``others`` other trials have
+    ended (each leaves a file in the folder ``done``; up to 60 s), however slowly its workers
+    started. The others are quick."""
+    from pathlib import Path
+
     if reporter.trial_number == 0:
-        time.sleep(4)
-    for step in range(3):
-        time.sleep(0.02)
-        reporter.report(step, params["x"] + 1.0 / (step + 1))
-    return params["x"]
+        deadline = time.monotonic() + 60
+        while len(list(Path(done).iterdir())) < others and time.monotonic() < deadline:
+            time.sleep(0.02)
+    try:
+        for step in range(3):
+            time.sleep(0.02)
+            reporter.report(step, params["x"] + 1.0 / (step + 1))
+        return params["x"]
+    finally:
+        if reporter.trial_number != 0:
+            (Path(done) / f"{reporter.trial_number}").touch()
 
 
 def gpu_probe(params, reporter, barrier: str | None = None, parties: int = 0, hold: float = 0.2):
@@ -96,8 +113,10 @@ def gpu_probe(params, reporter, barrier: str | None = None, parties: int = 0, ho
     return params["x"]
 
 
-def pid_writer(params, reporter, workdir: str, steps: int = 6, delay: float = 0.25):
-    """Leaves `<trial>-<pid>.pid` in `workdir` while it runs, so a test can kill its worker."""
+def pid_writer(params, reporter, workdir: str, steps: int = 6, delay: float = 0.25,
+               gate: str | None = None, gate_trial: int = -1):
+    """Leaves `<trial>-<pid>.pid` in `workdir` while it runs, so a test can kill its worker. With
+    ``gate`` (a file), trial ``gate_trial`` waits (up to 60 s) until it exists before its last step."""
     import os
     from pathlib import Path
 
@@ -106,6 +125,10 @@ def pid_writer(params, reporter, workdir: str, steps: int = 6, delay: float = 0.
     try:
         value = params["x"]
         for step in range(steps):
+            if gate and reporter.trial_number == gate_trial and step == steps - 1:
+                deadline = time.monotonic() + 60
+                while not Path(gate).exists() and time.monotonic() < deadline:
+                    time.sleep(0.02)
             time.sleep(delay)
             reporter.report(step, value + 1.0 / (step + 1))
             with mark.open("a") as f:  # a line per step reported, for a test to wait on

@@ -41,6 +41,15 @@ def start_serve(url: str, *args: str, log: Path, extra_env: dict[str, str] | Non
                             stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
 
 
+def wait_serving(proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    """Until the serve's log says it is serving (its Ray runtime is up, its store checked)."""
+    deadline = time.monotonic() + timeout
+    while "serving" not in log.read_text():
+        assert proc.poll() is None, f"the serve exited ({proc.returncode}):\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"the serve was not serving after {timeout:g} s:\n{log.read_text()}"
+        time.sleep(0.2)
+
+
 def stop(proc: subprocess.Popen, timeout: float = 60) -> int:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -101,7 +110,8 @@ def finish_with_a_new_serve(url: str, n: int) -> None:
 
 
 def wait_complete(url: str, name: str, n: int, timeout: float = 90) -> None:
-    """Until ``n`` trials of the study are complete (or ``timeout`` passes)."""
+    """Until ``n`` trials of the study are complete; fails when ``timeout`` passes first."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and api.status(name, storage=url).complete < n:
+    while (complete := api.status(name, storage=url).complete) < n:
+        assert time.monotonic() < deadline, f"{name}: {complete} of {n} trials complete after {timeout:g} s"
         time.sleep(0.3)

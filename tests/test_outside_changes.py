@@ -157,18 +157,22 @@ def test_cancel_and_delete_of_a_deleted_queued_study(sqlite_url, verb):
     assert (job is None) if verb == "delete" else (job.state == JobState.CANCELLED)
 
 
-def test_trials_optunas_tools_add_while_hpo_runs_the_study_count_and_are_left_to_their_owner(sqlite_url):
+def test_trials_optunas_tools_add_while_hpo_runs_the_study_count_and_are_left_to_their_owner(sqlite_url, tmp_path):
     """While `hpo run` drives a study, a script (or optuna-dashboard) adds a finished trial, asks
     one for itself and enqueues one. hpo numbers around them, runs the enqueued one, counts the
     added one towards the budget (as it counts trials added before a run) and its value as the
-    best, and leaves the asked one RUNNING for its asker, who can still tell it."""
-    spec = make_spec(name="shared", n_trials=10, objective_args={"delay": 0.1})
+    best, and leaves the asked one RUNNING for its asker, who can still tell it. (hpo's trials
+    after the first two wait for a gate the script opens when it is done: the run cannot end
+    before the script's changes land, however slow the machine.)"""
+    gate = tmp_path / "gate"
+    spec = make_spec(name="shared", n_trials=10, objective_args={"delay": 0.1, "gate": str(gate), "gate_from": 2})
     thread, outcome = run_until_a_trial_completes(spec, sqlite_url)
     study = optuna.load_study(study_name="shared", storage=sqlite_url)
     dists = {"x": optuna.distributions.FloatDistribution(0.0, 1.0), "y": optuna.distributions.FloatDistribution(-1.0, 1.0)}
     added = study.add_trial(optuna.trial.create_trial(params={"x": 0.3, "y": -0.1}, distributions=dists, value=-1.0))
     asked = study.ask(dists)
     study.enqueue_trial({"x": 0.123, "y": 0.5})
+    gate.touch()
     thread.join(120)
     assert not thread.is_alive() and "error" not in outcome, outcome
 

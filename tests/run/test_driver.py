@@ -146,7 +146,8 @@ def test_a_trial_queued_ahead_never_runs_past_the_limit(ray_runtime, store, tmp_
 
 def test_a_running_trial_finished_from_optuna_dashboard_is_neither_lost_nor_run_again(store, tmp_path):
     """optuna-dashboard's "tell" on a trial the driver runs: the dashboard's result stands (the
-    worker's late one is dropped, not told twice) and the budget stays exact."""
+    worker's late one is dropped, not told twice) and the budget stays exact. (Trial 1 holds
+    before its last step until the tell is done, so the tell always meets it running.)"""
     import threading
     import time
 
@@ -157,18 +158,22 @@ def test_a_running_trial_finished_from_optuna_dashboard_is_neither_lost_nor_run_
 
     spec = make_spec(name="told-by-hand", objective="objectives:pid_writer", sampler="random", n_trials=6,
                      search_space={"x": {"type": "float", "low": 0, "high": 1}},
-                     objective_args={"workdir": str(tmp_path), "steps": 8, "delay": 0.15})
+                     objective_args={"workdir": str(tmp_path), "steps": 8, "delay": 0.15,
+                                     "gate": str(tmp_path / "told"), "gate_trial": 1})
     study = new_study(store, spec)
     app = build_app(store, writable=True)
     told = []
 
     def tell_trial_one_by_hand() -> None:
-        deadline = time.monotonic() + 60
-        while not list(tmp_path.glob("1-*.pid")) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        study_id = store.optuna.get_study_id_from_name("told-by-hand")
-        trial_id = store.optuna.get_trial_id_from_study_id_trial_number(study_id, 1)
-        told.append(wsgi_call(app, "POST", f"/api/trials/{trial_id}/tell", {"state": "Complete", "values": [123.0]})[0])
+        try:
+            deadline = time.monotonic() + 60
+            while not list(tmp_path.glob("1-*.pid")) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            study_id = store.optuna.get_study_id_from_name("told-by-hand")
+            trial_id = store.optuna.get_trial_id_from_study_id_trial_number(study_id, 1)
+            told.append(wsgi_call(app, "POST", f"/api/trials/{trial_id}/tell", {"state": "Complete", "values": [123.0]})[0])
+        finally:
+            (tmp_path / "told").touch()  # trial 1 goes on to its end
 
     thread = threading.Thread(target=tell_trial_one_by_hand)
     thread.start()

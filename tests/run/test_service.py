@@ -27,6 +27,7 @@ from serves import (
     stop,
     wait_complete,
     wait_finished,
+    wait_serving,
     write_spec,
 )
 from shell import SECRET, assert_one_line_error, hpo
@@ -34,13 +35,15 @@ from studies import make_spec
 
 
 def test_two_replicas_on_postgres_run_each_study_once(postgres_url, tmp_path):
+    """Both replicas serve before the studies are submitted (a replica whose Ray starts first
+    could otherwise run all six before the other is up), then each study runs under one."""
     names = [f"svc-{i}" for i in range(6)]
-    for i, name in enumerate(names):  # `hpo submit` from the shell is tested in test_cli_verbs
-        assert api.submit(write_spec(tmp_path, name, seed=i), storage=postgres_url) == name
-    assert {s.state for s in api.list_studies(storage=postgres_url)} == {"QUEUED"}
-
     replicas = [start_serve(postgres_url, "--max-studies", "2", log=tmp_path / f"serve{i}.log") for i in range(2)]
     try:
+        for i, replica in enumerate(replicas):
+            wait_serving(replica, tmp_path / f"serve{i}.log")
+        for i, name in enumerate(names):  # `hpo submit` from the shell is tested in test_cli_verbs
+            assert api.submit(write_spec(tmp_path, name, seed=i), storage=postgres_url) == name
         states = wait_finished(postgres_url, names, timeout=240)
     finally:
         codes = [stop(p) for p in replicas]
@@ -64,9 +67,7 @@ def test_serve_refuses_a_second_replica_on_one_sqlite_file(tmp_path):
     url = f"sqlite:///{tmp_path}/one.db"
     first = start_serve(url, log=tmp_path / "first.log")
     try:
-        deadline = time.monotonic() + 60
-        while "serving" not in (tmp_path / "first.log").read_text() and time.monotonic() < deadline:
-            time.sleep(0.3)
+        wait_serving(first, tmp_path / "first.log")
         second = hpo("serve", "--storage", url, timeout=60)
         assert_one_line_error(second, "SQLite allows one serve per file")
     finally:

@@ -74,11 +74,17 @@ def test_threshold_prunes_exactly_the_trials_above_it(store):
     assert 0 < states(study)[TrialState.PRUNED] < N
 
 
-def test_asynchronous_pruning_never_waits_for_stragglers(store):
+def test_asynchronous_pruning_never_waits_for_stragglers(store, tmp_path):
     """ASHA semantics: while trial 0 is stuck before its first report, the other slot keeps
-    finishing trials, judged against what has been reported so far."""
+    finishing trials, judged against what has been reported so far. (Trial 0 waits until five
+    others have ended: the slot frees, and the next is launched, only once one is recorded, so
+    at least four were recorded before it goes on; a pruner that waited for it would leave it
+    waiting for its full 60 s instead, with none of them done.)"""
+    done = tmp_path / "done"
+    done.mkdir()
     spec = make_spec(
         objective="objectives:straggler", n_trials=8, max_concurrent_trials=2,
+        objective_args={"done": str(done), "others": 5},
         pruner={"name": "successive_halving", "options": {"min_resource": 1, "reduction_factor": 2}},
     )
     study, _ = drive(store, spec, local=True)
