@@ -167,12 +167,14 @@ def test_trials_optunas_tools_add_while_hpo_runs_the_study_count_and_are_left_to
     gate = tmp_path / "gate"
     spec = make_spec(name="shared", n_trials=10, objective_args={"delay": 0.1, "gate": str(gate), "gate_from": 2})
     thread, outcome = run_until_a_trial_completes(spec, sqlite_url)
-    study = optuna.load_study(study_name="shared", storage=sqlite_url)
-    dists = {"x": optuna.distributions.FloatDistribution(0.0, 1.0), "y": optuna.distributions.FloatDistribution(-1.0, 1.0)}
-    added = study.add_trial(optuna.trial.create_trial(params={"x": 0.3, "y": -0.1}, distributions=dists, value=-1.0))
-    asked = study.ask(dists)
-    study.enqueue_trial({"x": 0.123, "y": 0.5})
-    gate.touch()
+    try:
+        study = optuna.load_study(study_name="shared", storage=sqlite_url)
+        dists = {"x": optuna.distributions.FloatDistribution(0.0, 1.0), "y": optuna.distributions.FloatDistribution(-1.0, 1.0)}
+        added = study.add_trial(optuna.trial.create_trial(params={"x": 0.3, "y": -0.1}, distributions=dists, value=-1.0))
+        asked = study.ask(dists)
+        study.enqueue_trial({"x": 0.123, "y": 0.5})
+    finally:
+        gate.touch()
     thread.join(120)
     assert not thread.is_alive() and "error" not in outcome, outcome
 
