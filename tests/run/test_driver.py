@@ -187,3 +187,55 @@ def test_a_running_trial_finished_from_optuna_dashboard_is_neither_lost_nor_run_
     assert counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] == 6 and counts[TrialState.RUNNING] == 0
     assert trials[1].state == TrialState.COMPLETE and trials[1].value == 123.0  # the dashboard's, kept
     assert result.counts.complete + result.counts.pruned == 6
+
+
+def test_one_slot_runs_the_study_optuna_runs_trial_by_trial(store):
+    """With one slot the driver asks, prunes and tells in the order Optuna's own
+    ``study.optimize`` does, so a seeded study is the one Optuna runs in-process: the same
+    parameters (a conditional one included), reports, prune decisions and values, trial by trial.
+    Where parallel runs of the two differ (benchmarks/compare.py's heavy workload), that comes
+    from running trials at once (and distributed Optuna's one sampler per process), not from how
+    hpo drives Optuna's sampler and pruner (benchmarks/one_slot.py checks the same on that
+    workload)."""
+    import math
+
+    import optuna
+
+    from hpo.spec.space import SearchSpace
+    from workers.reporter import Pruned, Reporter
+    from workers.reporter import trial_seed as torch_seed  # what hpo's driver gives a trial
+
+    import objectives
+
+    space = {"x": {"type": "float", "low": 0.0, "high": 1.0}, "kind": {"type": "categorical", "choices": ["a", "b"]},
+             "y": {"type": "float", "low": -1.0, "high": 1.0, "when": {"kind": "b"}}}
+    sampler = {"name": "tpe", "options": {"n_startup_trials": 5}}
+    pruner = {"name": "successive_halving", "options": {"min_resource": 1, "reduction_factor": 3}}
+    spec = make_spec(name="as-optuna", search_space=space, sampler=sampler, pruner=pruner, seed=7, n_trials=20,
+                     max_concurrent_trials=1)
+    # never a trial asked ahead of a free slot (one slot never saturates this machine anyway)
+    study, _ = drive(store, spec, local=True, ask_ahead=AskAhead(share=math.inf))
+
+    reference = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=7, n_startup_trials=5),
+                                    pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
+    sample = SearchSpace.model_validate(space).sample
+
+    def objective(trial: optuna.Trial) -> float:
+        def send(step: int, value: float) -> bool:
+            trial.report(value, step)
+            return trial.should_prune()
+
+        reporter = Reporter(trial_number=trial.number, seed=torch_seed(7, trial.number), send=send)
+        try:
+            return objectives.curve(sample(trial), reporter)
+        except Pruned:
+            raise optuna.TrialPruned() from None
+
+    reference.optimize(objective, n_trials=20)
+    ours, theirs = study.trials, reference.trials
+    assert len(ours) == len(theirs) == 20
+    assert {t.state for t in theirs} == {TrialState.COMPLETE, TrialState.PRUNED}  # both outcomes compared
+    assert any("y" in t.params for t in theirs) and any("y" not in t.params for t in theirs)
+    for a, b in zip(ours, theirs):
+        assert (a.number, a.params, a.state, a.intermediate_values) == (b.number, b.params, b.state, b.intermediate_values)
+        assert a.value == b.value
