@@ -47,11 +47,13 @@ bench: install
 	$(BIN)/python benchmarks/sampler_quality.py --seeds 10
 	$(BIN)/python benchmarks/compare.py --out benchmarks/results
 	$(BIN)/python benchmarks/work.py benchmarks/results/results.json
+	$(BIN)/python benchmarks/one_slot.py --seeds 3
 
 bench-smoke: install
 	out=$$(mktemp -d) && $(BIN)/python benchmarks/compare.py --smoke --out $$out && \
 		$(BIN)/python benchmarks/work.py $$out/results.json
 	$(BIN)/python benchmarks/pooled.py
+	$(BIN)/python benchmarks/one_slot.py --smoke
 
 clean:
 	rm -rf $(VENV) demo.db demo.db-wal demo.db-shm
