@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
+
+
+def _wait_until(condition, timeout: float = 60.0) -> None:
+    """Until ``condition()`` holds or ``timeout`` seconds pass (the test then fails on what it
+    checks): how trials here wait for each other, or for a test's step, on files."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def curve(params, reporter, steps: int = 6, delay: float = 0.0, gate: str | None = None, gate_from: int = 0):
     """A quadratic bowl approached along a learning curve; minimize. Reports every step. With
     ``gate`` (a file), trials numbered ``gate_from`` or more wait (up to 60 s) until it exists."""
     if gate and reporter.trial_number >= gate_from:
-        from pathlib import Path
-
-        deadline = time.monotonic() + 60
-        while not Path(gate).exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _wait_until(Path(gate).exists)
     target = (params["x"] - 0.3) ** 2 + (params.get("y", 0.0) + 0.1) ** 2
     value = target
     for step in range(steps):
@@ -71,12 +76,8 @@ def straggler(params, reporter, done: str, others: int):
     """Trial 0 is a straggler: it reaches its first report only once ``others`` other trials have
     ended (each leaves a file in the folder ``done``; up to 60 s), however slowly its workers
     started. The others are quick."""
-    from pathlib import Path
-
     if reporter.trial_number == 0:
-        deadline = time.monotonic() + 60
-        while len(list(Path(done).iterdir())) < others and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _wait_until(lambda: len(list(Path(done).iterdir())) >= others)
     try:
         for step in range(3):
             time.sleep(0.02)
@@ -93,16 +94,13 @@ def gpu_probe(params, reporter, barrier: str | None = None, parties: int = 0, ho
     ``hold`` seconds more, so trials that can run at once provably do, however slowly their
     workers started."""
     import os
-    from pathlib import Path
 
     import torch
 
     start = time.time()
     if barrier:
         (Path(barrier) / f"{reporter.trial_number}").touch()
-        deadline = time.monotonic() + 60
-        while len(list(Path(barrier).iterdir())) < parties and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _wait_until(lambda: len(list(Path(barrier).iterdir())) >= parties)
         time.sleep(hold)
     else:
         time.sleep(1.0)
@@ -118,7 +116,6 @@ def pid_writer(params, reporter, workdir: str, steps: int = 6, delay: float = 0.
     """Leaves `<trial>-<pid>.pid` in `workdir` while it runs, so a test can kill its worker. With
     ``gate`` (a file), trial ``gate_trial`` waits (up to 60 s) until it exists before its last step."""
     import os
-    from pathlib import Path
 
     mark = Path(workdir) / f"{reporter.trial_number}-{os.getpid()}.pid"
     mark.write_text("")
@@ -126,9 +123,7 @@ def pid_writer(params, reporter, workdir: str, steps: int = 6, delay: float = 0.
         value = params["x"]
         for step in range(steps):
             if gate and reporter.trial_number == gate_trial and step == steps - 1:
-                deadline = time.monotonic() + 60
-                while not Path(gate).exists() and time.monotonic() < deadline:
-                    time.sleep(0.02)
+                _wait_until(Path(gate).exists)
             time.sleep(delay)
             reporter.report(step, value + 1.0 / (step + 1))
             with mark.open("a") as f:  # a line per step reported, for a test to wait on
@@ -154,7 +149,6 @@ def dump_environment(params, reporter, path: str, hold: float = 0.0):
     """Writes what a trial can see of its process: environment and command line. ``hold``: seconds
     the trial then keeps its worker busy (so that the next trial goes to another one)."""
     import os
-    from pathlib import Path
 
     with open("/proc/self/cmdline", "rb") as f:
         cmdline = f.read().replace(b"\0", b" ").decode()
@@ -171,7 +165,6 @@ def checkpointed(params, reporter, workdir: str, epochs: int = 10, die_after: in
     trial 0 leaves ``workdir``/waiting after that epoch and sleeps until it is stopped."""
     import os
     import signal
-    from pathlib import Path
 
     state = reporter.load_checkpoint()
     start = 0 if state is None else state["epoch"] + 1
@@ -208,8 +201,6 @@ def pbt_score(params, reporter, epochs: int = 6, die_on_trial: int | None = None
 
             os.kill(os.getpid(), signal.SIGKILL)
         if stop_file and reporter.trial_number == 5:  # for a hand-back in the middle of generation 1
-            from pathlib import Path
-
             Path(stop_file).write_text("")
             time.sleep(600)
     return score

@@ -83,7 +83,7 @@ class Placement:
 
 
 def plan_placement(spec: StudySpec, capacity: tuple[float, float] | None = None,
-                   where: str = "the Ray cluster") -> Placement:
+                   where: str = TrialBackend.where) -> Placement:
     """Check the spec's resources against the (CPUs, GPUs) of ``where``, by default the connected
     Ray cluster's; fail fast on what can never be placed."""
     if capacity is None:
