@@ -1,7 +1,8 @@
 """A simulated trial backend and clock for the driver's policy tests (hpo's own seams).
 
-Trials take simulated seconds: each reports ``steps`` times, evenly spaced, then ends; the clock
-moves only when the driver polls. Everything else the driver touches (Optuna, SQLite) is real.
+Trials take simulated seconds: each begins ``startup`` seconds after its launch (its worker's
+start), then reports ``steps`` times, evenly spaced, then ends; the clock moves only when the
+driver polls. Everything else the driver touches (Optuna, SQLite) is real.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ class FakeClock:
 class Script:
     """How one trial behaves."""
 
-    duration: float = 10.0
-    steps: int = 0  # reports at duration * (i + 1) / (steps + 1)
+    duration: float = 10.0  # from when it begins
+    startup: float = 0.0  # from its launch until it begins (a cold worker's start; inf: never)
+    steps: int = 0  # reports at duration * (i + 1) / (steps + 1) after it began
     value: float = 0.0  # the final value; reports approach it as 1 / (step + 1) above
     crash: bool = False  # the worker dies when the trial would end (an infrastructure failure)
     error: str | None = None  # the objective raises this when it would end
@@ -37,14 +39,21 @@ class Script:
 class _Trial:
     task: TrialTask
     script: Script
-    start: float
+    launched: float
+    began: bool = False
     step: int = 0  # next step to report
     waiting: bool = False  # a report waits for its decision
     pruned: bool = False
 
+    @property
+    def start(self) -> float:
+        return self.launched + self.script.startup
+
     def next_time(self) -> float:
         if self.pruned:
             return -1.0  # ends at once
+        if not self.began:
+            return self.start
         if self.waiting:
             return float("inf")
         s = self.script
@@ -98,6 +107,10 @@ class FakeBackend(TrialBackend):
             if trial.next_time() > self.clock.now:
                 continue
             s = trial.script
+            if not trial.began:
+                events.began.append(key)
+                trial.began = True
+                continue
             if trial.pruned:
                 events.finished.append(Finished(key, self._outcome(trial, "pruned")))
             elif trial.step < s.steps:

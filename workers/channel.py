@@ -2,7 +2,8 @@
 the drivers of that process.
 
 Each run of a study has a mailbox in it (made by its first report or take). Workers call
-``report`` and wait for the decision; the driver long-polls ``take`` for its mailbox's reports,
+``began`` when a trial starts on them and ``report`` for each report, waiting for the decision;
+the driver long-polls ``take`` for its mailbox's reports (and began notices),
 asks the pruner, and answers with ``decide``; ``close`` ends the mailbox for good (a worker still
 reporting to it is told to stop).
 Every study of an `hpo serve` (and every study a notebook runs) shares the one actor, so a study
@@ -27,6 +28,7 @@ log = logging.getLogger("hpo.workers.channel")
 @dataclass
 class _Mailbox:
     pending: list[Report] = field(default_factory=list)
+    began: list[str] = field(default_factory=list)  # attempts whose worker began running them
     waiters: dict[tuple[str, int], asyncio.Future] = field(default_factory=dict)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -63,19 +65,29 @@ class ReportChannel:
         mailbox.waiters[(key, step)] = future
         return await future
 
-    async def take(self, box: str, timeout: float) -> list[Report]:
-        """Called by the driver: the reports that arrived, waiting up to ``timeout`` for one."""
+    async def began(self, box: str, key: str) -> None:
+        """Called by a worker once it is ready for trial ``key`` (the objective imported), just
+        before the trial runs: the driver counts the trial's time from here."""
+        mailbox = self._box(box)
+        if mailbox is not None:
+            mailbox.began.append(key)
+            mailbox.arrived.set()
+
+    async def take(self, box: str, timeout: float) -> tuple[list[Report], list[str]]:
+        """Called by the driver: the reports and began notices that arrived, waiting up to
+        ``timeout`` for one."""
         mailbox = self._box(box)
         if mailbox is None:
-            return []
-        if not mailbox.pending:
+            return [], []
+        if not mailbox.pending and not mailbox.began:
             try:
                 await asyncio.wait_for(mailbox.arrived.wait(), timeout)
             except TimeoutError:
                 pass
         reports, mailbox.pending = mailbox.pending, []
+        began, mailbox.began = mailbox.began, []
         mailbox.arrived.clear()
-        return reports
+        return reports, began
 
     async def decide(self, box: str, decisions: list[tuple[str, int, bool]]) -> None:
         """Called by the driver: wake each waiting worker with its prune decision."""

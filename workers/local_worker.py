@@ -7,7 +7,8 @@ process. It never imports Ray and never sees the database.
 
 Messages (pickled, over the socket):
   driver -> worker: ("check", args) | ("run", task) | ("decision", step, stop) | ("stop",)
-  worker -> driver: ("checked", (error, args)) | ("report", key, step, value) | ("done", key, outcome)
+  worker -> driver: ("checked", (error, args)) | ("began", key) | ("report", key, step, value)
+                    | ("done", key, outcome)
 
 The process ends when told to stop, when the driver closes its end, and (on Linux) at once when
 the driver process dies, so a killed driver leaves no trial training on. It ends the way
@@ -73,7 +74,8 @@ def serve(conn: Connection, objective: str, import_path: str | None) -> None:
             conn.send(("checked", worker.check(message[1])))
         elif kind == "run":
             task: TrialTask = message[1]
-            outcome = worker.execute(task, lambda t: run_trial(t, _sender(conn, t)))
+            outcome = worker.execute(task, lambda t: run_trial(t, _sender(conn, t)),
+                                     began=lambda: conn.send(("began", task.key)))
             conn.send(("done", task.key, outcome))
         # a late decision for a trial that already ended is dropped
 

@@ -44,18 +44,24 @@ class TrialWorker:
         return self._startup
 
     def run(self, task: TrialTask, channel) -> TrialOutcome:
-        """Ray: reports go through the driver process's report channel actor."""
-        return self.execute(task, lambda t: run_remote_trial(t, channel))
+        """Ray: reports go through the driver process's report channel actor, and so does the
+        notice that the trial began (not waited for)."""
+        return self.execute(task, lambda t: run_remote_trial(t, channel),
+                            began=lambda: channel.began.remote(task.box, task.key))
 
-    def execute(self, task: TrialTask, runner=None) -> TrialOutcome:
+    def execute(self, task: TrialTask, runner=None, began=None) -> TrialOutcome:
         """Run one trial with ``runner(task) -> TrialOutcome`` (default: ``run_trial`` without
-        reports) and add what the process it ran in cost."""
+        reports) and add what the process it ran in cost. ``began()`` is called once the process
+        is ready for the trial (the objective imported), just before the trial runs: the driver
+        counts the trial's time from there, not from its launch."""
         if task.objective != self.objective or task.import_path != self.import_path:
             # The pool's identity guarantees this never happens; refuse rather than mix code.
             raise RuntimeError(f"worker for {self.objective!r} was sent a trial of {task.objective!r}")
         cold = self.trials == 0
         startup = self._imported()
         self.trials += 1
+        if began is not None:
+            began()
         outcome = runner(task) if runner is not None else run_trial(task, None)
         outcome.pid = os.getpid()
         outcome.cold = cold

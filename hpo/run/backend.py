@@ -40,6 +40,9 @@ class Finished:
 class Events:
     reports: list[Report] = field(default_factory=list)
     finished: list[Finished] = field(default_factory=list)
+    # attempts whose worker began running them: its process is up and has imported the
+    # objective, so what follows is the trial's own time (its trial_timeout counts from here)
+    began: list[str] = field(default_factory=list)
 
 
 class TrialBackend(ABC):
@@ -64,7 +67,8 @@ class TrialBackend(ABC):
 
     @abstractmethod
     def poll(self, timeout: float) -> Events:
-        """What happened since the last poll, waiting up to ``timeout`` seconds for something."""
+        """What happened since the last poll, waiting up to ``timeout`` seconds for something:
+        reports, trials that began on their worker, trials that ended."""
 
     @abstractmethod
     def decide(self, decisions: list[Decision]) -> None:

@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from hpo.defaults import LEASE_S
+from hpo.defaults import LEASE_S, WORKER_START_S
 from hpo.errors import HpoError
 from hpo.run.ask_ahead import AskAhead
 from hpo.run.backend import Finished, Report, Slot, TrialBackend
@@ -61,6 +61,7 @@ class _Running:
     params: dict[str, Any]
     attempt: int = 1
     started: float | None = None  # None while prepared, waiting for a slot to free
+    began: float | None = None  # when its worker said it began it (after the worker's start-up)
     asked: float = 0.0  # when Optuna's ask made it (driver clock): started - asked is its queued time
     asked_at: datetime | None = None  # the same, wall clock: what Optuna stamped as its start
 
@@ -157,6 +158,7 @@ class StudyDriver:
         clock: Clock | None = None,
         checkpoints: CheckpointKeeper | None = None,
         ask_ahead: AskAhead | None = None,
+        worker_start_s: float = WORKER_START_S,
     ) -> None:
         """``heartbeat`` renews the owner's lease: None while held, else the job's new state
         (CANCELLED stops the study; anything else means another owner took it over).
@@ -167,7 +169,9 @@ class StudyDriver:
         the trials (default: long-lived Ray workers); ``clock`` measures every interval.
         ``checkpoints``: the study's artifact folders (None: trials keep no checkpoints).
         ``ask_ahead``: when one trial more than the slots is prepared (default: where asks take
-        a noticeable share of a trial's time; see hpo.run.ask_ahead)."""
+        a noticeable share of a trial's time; see hpo.run.ask_ahead). With a trial_timeout, a
+        trial whose worker has not begun it ``worker_start_s`` (or trial_timeout, if longer)
+        after its launch fails: its worker never got ready (an import that hangs)."""
         if backend is None:
             from hpo.run.ray_backend import RayBackend
 
@@ -176,6 +180,7 @@ class StudyDriver:
         self.clock = clock or SystemClock()
         self.checkpoints = checkpoints
         self.ask_ahead = ask_ahead or AskAhead()
+        self.worker_start_s = worker_start_s
         self.schedule = _schedule(spec, study.study_name)
         if self.schedule is not None and checkpoints is None:
             raise HpoError("schedule pbt and pruner promotion need checkpoints (an artifact store)")
@@ -257,6 +262,7 @@ class StudyDriver:
                     if self.checkpoints is not None and len(self._running) < limit:
                         self.checkpoints.ending()  # a slot is idle: the last trials run
                 events = self.backend.poll(0.0 if more else self.poll_interval)
+                self._note_began(events.began)
                 if events.reports:
                     self._answer_reports(events.reports)
                 for finished in events.finished:
@@ -417,17 +423,40 @@ class StudyDriver:
             self.recorder.flush()
             self.recorder.sync_outside()  # trials Optuna's tools added or told meanwhile
 
+    def _note_began(self, keys: list[str]) -> None:
+        now = self.clock.monotonic()
+        for key in keys:
+            run = self._running.get(key)
+            if run is not None and run.started is not None and run.began is None:
+                run.began = now
+
     def _stop_overdue(self) -> None:
-        """Cancel trials running past trial_timeout and record them as failed."""
+        """Cancel trials running past trial_timeout and record them as failed.
+
+        A trial's time counts from when its worker began it: a cold worker's start (placement,
+        process start, imports, module-level data) is the worker's, paid once per worker and
+        recorded as its start-up, not blamed on the trial. A worker that has not begun the trial
+        ``worker_start_s`` (or trial_timeout, if longer) after its launch, an import that hangs,
+        fails it all the same, saying so."""
         limit = self.spec.trial_timeout
         if limit is None:
             return
+        start_limit = max(limit, self.worker_start_s)
         now = self.clock.monotonic()
         for key, run in list(self._running.items()):
-            if run.started is not None and now - run.started > limit:
-                self.backend.cancel(key)
-                outcome = TrialOutcome(state="fail", error=f"trial exceeded trial_timeout of {limit:g} s")
-                self._collect(Finished(key, outcome))
+            if run.started is None:
+                continue
+            if run.began is not None:
+                if now - run.began <= limit:
+                    continue
+                error = f"trial exceeded trial_timeout of {limit:g} s"
+            elif now - run.started > start_limit:
+                error = (f"trial never began: its worker was still starting (placement, process start, imports, "
+                         f"module-level data) {start_limit:g} s after the trial's launch")
+            else:
+                continue
+            self.backend.cancel(key)
+            self._collect(Finished(key, TrialOutcome(state="fail", error=error)))
 
     def _collect(self, finished: Finished) -> None:
         run = self._running.pop(finished.key, None)

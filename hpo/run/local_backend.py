@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
+from hpo.defaults import WORKER_START_S
 from hpo.errors import HpoError
 from hpo.run.backend import Decision, Events, Finished, Slot, TrialBackend
 from workers.credentials import scrubbed_environment
@@ -73,7 +74,7 @@ class LocalBackend(TrialBackend):
         while len(self._workers) < count:
             self._workers.append(self._spawn(slot))
 
-    def check(self, args: dict, timeout_s: float = 300.0) -> tuple[str | None, dict]:
+    def check(self, args: dict, timeout_s: float = WORKER_START_S) -> tuple[str | None, dict]:
         """Import the objective in the workers (each pays that once anyway) and check its args
         in the first one ready: (None, checked args) or (one line saying what is wrong, args)."""
         idle = [w for w in self._workers if w.key is None]
@@ -145,6 +146,8 @@ class LocalBackend(TrialBackend):
                 kind = message[0]
                 if kind == "report":
                     events.reports.append((message[1], message[2], message[3]))
+                elif kind == "began":
+                    events.began.append(message[1])
                 elif kind == "done":
                     self._by_key.pop(message[1], None)
                     worker.key = None

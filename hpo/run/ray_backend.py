@@ -22,6 +22,7 @@ from typing import Any
 
 import ray
 
+from hpo.defaults import WORKER_START_S
 from hpo.errors import HpoError
 from hpo.run.backend import Decision, Events, Finished, Slot, TrialBackend
 from hpo.run.driver import Placement, trial_slot
@@ -144,7 +145,7 @@ class WorkerPool:
 POOL = WorkerPool()
 
 
-def prepare_workers(spec: StudySpec, placement: Placement, *, keep_s: float = 60.0, timeout_s: float = 300.0) -> None:
+def prepare_workers(spec: StudySpec, placement: Placement, *, keep_s: float = 60.0, timeout_s: float = WORKER_START_S) -> None:
     """Start a study's workers before its first trial and check its objective in the first one
     ready: the objective is imported where it runs (not in the driver too), while the others
     import it in parallel. Raises HpoError when the objective cannot be imported or refuses its
@@ -224,7 +225,9 @@ class RayBackend(TrialBackend):
         for ref in ready:
             if ref == self._take:
                 try:
-                    events.reports.extend(ray.get(ref))
+                    reports, began = ray.get(ref)
+                    events.reports.extend(reports)
+                    events.began.extend(began)
                 except ray.exceptions.RayActorError as exc:
                     self._channel_died(exc)
                 self._take = self._channel.take.remote(self._box, self.poll_interval)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import optuna
 import sqlalchemy as sa
 
+from hpo.defaults import WORKER_START_S
 from hpo.errors import HpoError
 from hpo.spec.study import StudySpec
 from hpo.store.artifacts import artifact_root
@@ -14,7 +15,7 @@ from workers.buckets import Bucket, check_url, is_object_url
 from workers.runner import locate_objective as locate_in_source
 
 
-def check_objective(spec: StudySpec, timeout_s: float = 300.0) -> None:
+def check_objective(spec: StudySpec, timeout_s: float = WORKER_START_S) -> None:
     """Import the objective in a fresh worker process, so a typo fails before anything is written.
 
     If the objective's module defines ``check_args(objective_args, base_dir) -> dict``, it is

@@ -162,6 +162,36 @@ def test_trial_timeout_cancels_the_trial_and_fails_it(store):
     assert 30 < after[0] - start <= 31
 
 
+def test_trial_timeout_counts_from_when_the_worker_began_the_trial(store):
+    """A cold worker's start (20 s here) is the worker's, not the trial's: a 25 s trial after it
+    completes under a 30 s limit, and a 100 s one is cancelled 30 s after it began."""
+    spec = make_spec(search_space=X, n_trials=2, sampler="random", trial_timeout=30, max_concurrent_trials=1)
+    scripts = {0: Script(startup=20, duration=25), 1: Script(startup=20, duration=100), 2: Script(duration=5)}
+    study, backend, driver = drive(store, spec, lambda task: scripts[task.trial_number])
+    driver.run()
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[1].user_attrs[ERROR_ATTR] == "trial exceeded trial_timeout of 30 s"
+    (launched, key), (relaunched, _) = backend.launched[1:]
+    assert backend.cancelled == [key] and 50 < relaunched - launched <= 51  # 20 s start-up + 30 s, one poll
+
+
+@pytest.mark.parametrize(("trial_timeout", "start_limit"), [(30, 300), (500, 500)])
+def test_a_trial_whose_worker_never_begins_it_fails_saying_so(store, trial_timeout, start_limit):
+    """With a trial_timeout, a worker gets the worker start-up allowance (300 s), or the
+    trial_timeout where that is longer, to begin a trial."""
+    spec = make_spec(search_space=X, n_trials=1, sampler="random", trial_timeout=trial_timeout,
+                     max_concurrent_trials=1)
+    scripts = {0: Script(startup=float("inf")), 1: Script(startup=250, duration=5)}
+    study, backend, driver = drive(store, spec, lambda task: scripts[task.trial_number])
+    driver.run()
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[0].user_attrs[ERROR_ATTR] == (
+        "trial never began: its worker was still starting (placement, process start, imports, module-level data) "
+        f"{start_limit} s after the trial's launch")
+    assert not was_stopped(study.trials[0])  # a failure, counted as one
+    assert start_limit < backend.launched[1][0] - backend.launched[0][0] <= start_limit + 1
+
+
 def test_cancel_seen_at_a_heartbeat_stops_running_trials(store):
     spec = make_spec(search_space=X, n_trials=50, sampler="random")
     beats = []

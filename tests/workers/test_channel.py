@@ -23,8 +23,10 @@ def test_mailboxes_keep_studies_apart(ray_runtime):
     waiting_a = channel.report.remote("a", "t1", 0, 0.5)
     waiting_b = channel.report.remote("b", "t1", 0, 0.7)
     assert ray.get(channel.report.remote("b", "t2", 0, 0.9, False)) is False  # queued, not waited for
-    assert ray.get(channel.take.remote("a", 5.0)) == [("t1", 0, 0.5)]
-    assert sorted(ray.get(channel.take.remote("b", 5.0))) == [("t1", 0, 0.7), ("t2", 0, 0.9)]
+    ray.get(channel.began.remote("b", "t3"))
+    assert ray.get(channel.take.remote("a", 5.0)) == ([("t1", 0, 0.5)], [])
+    reports, began = ray.get(channel.take.remote("b", 5.0))
+    assert sorted(reports) == [("t1", 0, 0.7), ("t2", 0, 0.9)] and began == ["t3"]
     ray.get(channel.decide.remote("a", [("t1", 0, True)]))
     assert ray.get(waiting_a, timeout=10) is True
     ray.get(channel.decide.remote("b", [("t1", 0, False)]))
@@ -35,11 +37,12 @@ def test_mailboxes_keep_studies_apart(ray_runtime):
 def test_a_closed_mailbox_stops_its_workers_and_stays_closed(ray_runtime):
     channel = ReportChannel.remote()
     waiting = channel.report.remote("s", "t1", 3, 1.0)
-    assert ray.get(channel.take.remote("s", 5.0)) == [("t1", 3, 1.0)]
+    assert ray.get(channel.take.remote("s", 5.0)) == ([("t1", 3, 1.0)], [])
     ray.get(channel.close.remote("s"))
     assert ray.get(waiting, timeout=10) is True  # the worker waiting for a decision is told to stop
     assert ray.get(channel.report.remote("s", "t2", 0, 1.0, False)) is True  # so is a late one
-    assert ray.get(channel.take.remote("s", 30.0), timeout=10) == []  # no long wait on a closed box
+    ray.get(channel.began.remote("s", "t3"))  # dropped: nobody counts its time
+    assert ray.get(channel.take.remote("s", 30.0), timeout=10) == ([], [])  # no long wait on a closed box
     assert ray.get(channel.boxes.remote()) == 0
     ray.kill(channel)
 
