@@ -229,17 +229,20 @@ class RayBackend(TrialBackend):
                     events.reports.extend(reports)
                     events.began.extend(began)
                 except ray.exceptions.RayActorError as exc:
-                    self._channel_died(exc)
+                    self._channel_died(exc, events)
                 self._take = self._channel.take.remote(self._box, self.poll_interval)
             else:
                 events.finished.append(self._finished(ref))
         return events
 
-    def _channel_died(self, exc: Exception) -> None:
+    def _channel_died(self, exc: Exception, events: Events) -> None:
         """The process's report channel died (killed, out of memory): this run goes on with a new
-        one. Its running trials stop at their next report (ChannelLost) and are handed back."""
+        one. Its running trials stop at their next report (ChannelLost) and are handed back. A
+        notice that one of them began may have died with the channel: each counts as begun now,
+        so that its trial_timeout still applies."""
         log.warning("the report channel died (%s); going on with a new one", type(exc).__name__)
         self._channel = process_channel()
+        events.began.extend(key for key, _ in self._busy.values())
 
     def _finished(self, ref: ray.ObjectRef) -> Finished:
         key, worker = self._busy.pop(ref)

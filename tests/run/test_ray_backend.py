@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
+import ray
 
 from hpo.errors import HpoError
+from hpo.run.backend import Slot
 from hpo.run.driver import StudyDriver, plan_placement
 from hpo.run.ray_backend import POOL, RayBackend, prepare_workers
 from hpo.spec.study import parse_spec
+from workers.channel import process_channel
+from workers.runner import TrialTask
 
 from studies import assert_exact_budget, assert_warm_workers, drive, make_spec, new_study, worker_runs
 
@@ -95,3 +100,26 @@ def test_a_worker_the_cluster_cannot_place_is_a_clear_error(ray_runtime):
     with pytest.raises(HpoError, match=r"no Ray worker with cpu: 1, memory: \d+ bytes started within 3 s"):
         prepare_workers(spec, plan_placement(spec), timeout_s=3)
     assert POOL.idle() == 0
+
+
+def test_a_trial_whose_began_notice_died_with_the_channel_counts_as_begun(ray_runtime, tmp_path):
+    """The report channel dies while the worker still imports the objective (2 s): the worker's
+    notice that it began the trial goes to the dead channel, so the backend says the trial began
+    once it sees the channel dead, and the trial's trial_timeout still applies."""
+    (tmp_path / "slow_start.py").write_text(
+        "import time\n\ntime.sleep(2)\n\n\ndef objective(params, reporter):\n    time.sleep(60)\n")
+    slot = Slot(objective="slow_start:objective", import_path=str(tmp_path), cpu=1)
+    backend = RayBackend(poll_interval=0.2)
+    backend.open("began-lost/0", slot)
+    try:
+        backend.launch(TrialTask(key="t-0", trial_number=0, objective=slot.objective, params={},
+                                 import_path=slot.import_path, box="began-lost/0"))
+        ray.kill(process_channel(), no_restart=True)
+        began: list[str] = []
+        deadline = time.monotonic() + 60
+        while not began and time.monotonic() < deadline:
+            began += backend.poll(0.5).began
+        assert began == ["t-0"]
+    finally:
+        backend.close()
+    POOL.reap(0)
